@@ -1,0 +1,23 @@
+"""ASGI entry point: HTTP goes to Django, WebSockets under /ws/ to the realtime consumer."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+# Django must be set up before anything imports models.
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+
+from realtime.conf import refuse_insecure_secret_key  # noqa: E402
+from realtime.routing import websocket_application  # noqa: E402
+
+refuse_insecure_secret_key()
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": websocket_application(),
+    }
+)

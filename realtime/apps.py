@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class RealtimeConfig(AppConfig):
+    name = "realtime"
+    verbose_name = "Real-time topics"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from realtime import checks  # noqa: F401  (registers the system checks)
+        from realtime.feeds import autodiscover
+
+        autodiscover()

@@ -1,0 +1,97 @@
+"""System checks for the realtime app's settings (ids realtime.E001...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from realtime.conf import DEFAULTS
+
+_POSITIVE_INTS = ("MAX_FRAME_BYTES", "PUBLISH_BURST", "MAX_SUBSCRIPTIONS", "OUTBOX_BATCH")
+_NON_NEGATIVE_INTS = ("ABUSE_BUDGET", "DEFAULT_BACKLOG")
+_POSITIVE_NUMBERS = ("PUBLISH_RATE_PER_S", "SCHEDULER_TICK", "DEFAULT_RETENTION")
+_NON_NEGATIVE_NUMBERS = ("OUTBOX_GRACE",)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@register(Tags.compatibility)
+def check_realtime_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Validate ``settings.REALTIME``: a dict of known keys with values of the right kind."""
+    value = getattr(settings, "REALTIME", {})
+    if not isinstance(value, dict):
+        return [
+            Error(
+                f"settings.REALTIME must be a dict, not {type(value).__name__}.",
+                hint="Set REALTIME = {} or a dict of the keys listed in realtime/conf.py.",
+                id="realtime.E001",
+            )
+        ]
+    errors: list[Any] = []
+    for key in sorted(set(value) - set(DEFAULTS)):
+        errors.append(
+            Error(
+                f"Unknown key {key!r} in settings.REALTIME.",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="realtime.E002",
+            )
+        )
+    for key, val in value.items():
+        problem = None
+        if key in _POSITIVE_INTS and not (_is_int(val) and val > 0):
+            problem = "a positive integer"
+        elif key in _NON_NEGATIVE_INTS and not (_is_int(val) and val >= 0):
+            problem = "an integer >= 0"
+        elif key in _POSITIVE_NUMBERS and not (_is_number(val) and val > 0):
+            problem = "a positive number"
+        elif key in _NON_NEGATIVE_NUMBERS and not (_is_number(val) and val >= 0):
+            problem = "a number >= 0"
+        elif key == "ALLOWED_ORIGINS" and not (
+            isinstance(val, (list, tuple)) and all(isinstance(o, str) and "://" in o for o in val)
+        ):
+            problem = "a list of origins such as 'https://example.com'"
+        elif key == "REQUIRE_ORIGIN" and not isinstance(val, bool):
+            problem = "true or false"
+        elif key == "CHANNEL_LAYER" and val not in getattr(settings, "CHANNEL_LAYERS", {}):
+            problem = "an alias defined in CHANNEL_LAYERS"
+        if problem:
+            errors.append(
+                Error(
+                    f"settings.REALTIME[{key!r}] is {val!r}; it must be {problem}.",
+                    hint=f"The default is {DEFAULTS[key]!r}.",
+                    id="realtime.E003",
+                )
+            )
+    errors.extend(_check_channel_layer(value))
+    return errors
+
+
+def _check_channel_layer(value: dict[str, Any]) -> list[Any]:
+    alias = value.get("CHANNEL_LAYER", DEFAULTS["CHANNEL_LAYER"])
+    layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
+    if alias not in layers:
+        return [
+            Error(
+                f"No channel layer {alias!r} in CHANNEL_LAYERS; topics cannot be fanned out.",
+                hint="Configure channels_redis.core.RedisChannelLayer (see the README).",
+                id="realtime.E004",
+            )
+        ]
+    backend = layers[alias].get("BACKEND", "")
+    if backend.endswith("InMemoryChannelLayer") and not settings.DEBUG:
+        return [
+            Warning(
+                "The in-memory channel layer only reaches consumers in the same process.",
+                hint="Use channels_redis.core.RedisChannelLayer in production.",
+                id="realtime.W001",
+            )
+        ]
+    return []

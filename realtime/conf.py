@@ -1,0 +1,81 @@
+"""The app's tunables: ``settings.REALTIME`` over ``DEFAULTS``, read lazily, reset on change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    # Largest client frame, in bytes (UTF-8). Larger frames close the socket with 1009.
+    "MAX_FRAME_BYTES": 64 * 1024,
+    # Visitor publish: token bucket per connection.
+    "PUBLISH_RATE_PER_S": 10.0,
+    "PUBLISH_BURST": 20,
+    # Bad frames and refused publishes a connection may send after being told, before 1008.
+    "ABUSE_BUDGET": 20,
+    # Subscriptions one connection may hold.
+    "MAX_SUBSCRIPTIONS": 100,
+    # Defaults for new topics.
+    "DEFAULT_BACKLOG": 10,
+    "DEFAULT_RETENTION": 1000,
+    # Scheduler: seconds between ticks; seconds a stored message may wait for its after-commit
+    # fan-out before the outbox sweep sends it; most messages one sweep sends.
+    "SCHEDULER_TICK": 1.0,
+    "OUTBOX_GRACE": 2.0,
+    "OUTBOX_BATCH": 500,
+    # Extra origins (scheme://host[:port]) allowed to open sockets beside ALLOWED_HOSTS.
+    "ALLOWED_ORIGINS": [],
+    # Refuse handshakes without an Origin header (non-browser clients).
+    "REQUIRE_ORIGIN": False,
+    # The channel layer alias used for fan-out.
+    "CHANNEL_LAYER": "default",
+}
+
+
+class RealtimeSettings:
+    """Attribute access to ``settings.REALTIME`` with defaults; unknown keys fail a check."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] | None = None
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        value = getattr(settings, "REALTIME", {}) or {}
+        if not isinstance(value, dict):
+            raise ImproperlyConfigured(f"settings.REALTIME must be a dict, not {value!r}.")
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown REALTIME setting {name!r}.")
+        if self._cache is None:
+            self._cache = {**DEFAULTS, **self.user_settings}
+        return self._cache[name]
+
+    def reload(self) -> None:
+        self._cache = None
+
+
+realtime_settings = RealtimeSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "REALTIME":
+        realtime_settings.reload()
+
+
+setting_changed.connect(_reload)
+
+
+def refuse_insecure_secret_key() -> None:
+    """Refuse to serve with DEBUG off and the development secret key."""
+    dev_key = getattr(settings, "DEV_SECRET_KEY", None)
+    if not settings.DEBUG and dev_key and settings.SECRET_KEY == dev_key:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is the development default while DEBUG is off. "
+            "Set the SECRET_KEY environment variable to a long random value "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), or DEBUG=1 locally."
+        )

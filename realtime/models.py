@@ -1,0 +1,151 @@
+"""Topics and their messages: the durable truth behind every frame."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from realtime.conf import realtime_settings
+from realtime.protocol import SLUG_PATTERN
+
+validate_topic_slug = RegexValidator(
+    SLUG_PATTERN,
+    "A topic slug is 1-80 characters: lowercase letters, digits, '-' and '_', "
+    "starting with a letter or digit.",
+)
+
+
+def default_backlog() -> int:
+    return realtime_settings.DEFAULT_BACKLOG
+
+
+def default_retention() -> int:
+    return int(realtime_settings.DEFAULT_RETENTION)
+
+
+class TopicQuerySet(models.QuerySet["Topic"]):
+    def enabled(self) -> TopicQuerySet:
+        return self.filter(enabled=True)
+
+    def readable_by(self, user: Any) -> TopicQuerySet:
+        """Enabled topics ``user`` may read (public ones, and private ones it is let into)."""
+        qs = self.enabled()
+        if user is None or not user.is_authenticated:
+            return qs.filter(private=False)
+        if user.is_staff or user.is_superuser:
+            return qs
+        return qs.filter(
+            models.Q(private=False)
+            | models.Q(groups__isnull=True)
+            | models.Q(groups__in=user.groups.all())
+        ).distinct()
+
+
+class Topic(models.Model):
+    """A named stream of messages that visitors subscribe to."""
+
+    slug = models.CharField(max_length=80, unique=True, validators=[validate_topic_slug])
+    title = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    private = models.BooleanField(
+        default=False,
+        help_text="Private topics are read only by signed-in users (in the groups below, if any).",
+    )
+    groups = models.ManyToManyField(
+        Group,
+        blank=True,
+        related_name="realtime_topics",
+        help_text="For a private topic: groups whose members may read it. None = any signed-in "
+        "user. Staff may always read.",
+    )
+    visitor_publish = models.BooleanField(
+        default=False, help_text="Visitors who may read the topic may also publish to it."
+    )
+    backlog = models.PositiveIntegerField(
+        default=default_backlog,
+        validators=[MaxValueValidator(10_000)],
+        help_text="Messages a new subscriber receives first.",
+    )
+    retention = models.PositiveIntegerField(
+        default=default_retention,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000_000)],
+        help_text="Messages kept for clients that resume; older ones are pruned.",
+    )
+    enabled = models.BooleanField(default=True)
+    last_seq = models.PositiveBigIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TopicQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.title or self.slug
+
+    def clean(self) -> None:
+        if self.backlog is not None and self.retention is not None:
+            if self.backlog > self.retention:
+                raise ValidationError(
+                    {"backlog": f"The backlog ({self.backlog}) cannot exceed the retention "
+                     f"({self.retention})."}
+                )
+
+    def can_read(self, user: Any) -> bool:
+        """Whether ``user`` may read this topic (one query at most, for private topics)."""
+        if not self.private:
+            return True
+        if user is None or not user.is_authenticated:
+            return False
+        if user.is_staff or user.is_superuser:
+            return True
+        group_ids = list(self.groups.values_list("id", flat=True))
+        return not group_ids or user.groups.filter(id__in=group_ids).exists()
+
+    def can_publish(self, user: Any) -> bool:
+        """Whether a visitor may publish here: the topic allows it and the user may read it."""
+        return self.visitor_publish and self.can_read(user)
+
+
+class Source(models.TextChoices):
+    ADMIN = "admin"
+    COMMAND = "command"
+    FEED = "feed"
+    VISITOR = "visitor"
+    API = "api"
+
+
+class Message(models.Model):
+    """One message of a topic; ``seq`` is 1, 2, 3... per topic, allocated on insert."""
+
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="messages")
+    seq = models.PositiveBigIntegerField(editable=False)
+    data = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    fanned_out_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["topic", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["topic", "seq"], name="realtime_message_topic_seq")
+        ]
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                name="realtime_message_outbox",
+                condition=models.Q(fanned_out_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic.slug}#{self.seq}"

@@ -1,0 +1,122 @@
+"""The scheduler: one event loop that runs due feeds, sweeps the outbox and prunes.
+
+Started by ``python manage.py runscheduler``. It never dies of one failure: a failing feed is
+logged and the others go on; a database or Redis outage makes the tick fail, and the loop
+retries with exponential backoff, then catches up (the outbox sweep sends what was stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+from realtime import outbox
+from realtime.conf import realtime_settings
+from realtime.feeds import Feed, registry, run_feed
+
+logger = logging.getLogger("realtime.scheduler")
+
+MAX_BACKOFF = 30.0
+
+
+@dataclass
+class TickReport:
+    """What one tick did."""
+
+    feeds_run: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    swept: int = 0
+    pruned: int = 0
+
+
+@sync_to_async
+def _run_feed(item: Feed):
+    close_old_connections()
+    return run_feed(item)
+
+
+@sync_to_async
+def _prune() -> int:
+    from realtime.models import Topic
+
+    close_old_connections()
+    total = 0
+    for topic in Topic.objects.filter(last_seq__gt=0).only("id", "last_seq", "retention"):
+        total += outbox.prune(topic)
+    return total
+
+
+class Scheduler:
+    """Runs feeds when due, sweeps the outbox and prunes, once per tick."""
+
+    def __init__(
+        self,
+        interval: float | None = None,
+        feeds: dict[str, Feed] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        prune_every: float = 60.0,
+    ) -> None:
+        self.interval = float(interval or realtime_settings.SCHEDULER_TICK)
+        if self.interval <= 0:
+            raise ValueError(f"The scheduler interval must be > 0, not {interval!r}.")
+        self.feeds = registry() if feeds is None else feeds
+        self.clock = clock
+        self.prune_every = prune_every
+        self.next_due: dict[str, float] = {}
+        self.next_prune = 0.0
+
+    def due(self, now: float) -> list[Feed]:
+        return [f for slug, f in self.feeds.items() if self.next_due.get(slug, 0.0) <= now]
+
+    async def tick(self, *, all_due: bool = False) -> TickReport:
+        """Run one tick. Feed failures are reported; sweep or prune failures raise."""
+        report = TickReport()
+        now = self.clock()
+        for item in list(self.feeds.values()) if all_due else self.due(now):
+            self.next_due[item.topic] = now + item.every
+            report.feeds_run.append(item.topic)
+            try:
+                if await _run_feed(item) is not None:
+                    report.published.append(item.topic)
+            except Exception:
+                logger.exception("feed %s for topic %s failed", item.name, item.topic)
+                report.failed.append(item.topic)
+        report.swept = await outbox.sweep()
+        if all_due or now >= self.next_prune:
+            report.pruned = await _prune()
+            self.next_prune = now + self.prune_every
+            if report.pruned:
+                logger.info("pruned %d message(s) beyond retention", report.pruned)
+        logger.debug("tick: %s", report)
+        return report
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick every ``interval`` seconds until ``stop`` is set; back off on failures."""
+        logger.info("scheduler started: %d feed(s), tick %.3gs: %s", len(self.feeds),
+                    self.interval, ", ".join(sorted(self.feeds)) or "none")
+        failures = 0
+        while not stop.is_set():
+            started = self.clock()
+            try:
+                await self.tick()
+                if failures:
+                    logger.info("scheduler recovered after %d failed tick(s)", failures)
+                failures = 0
+                delay = max(0.0, self.interval - (self.clock() - started))
+            except Exception as exc:
+                failures += 1
+                delay = min(MAX_BACKOFF, self.interval * 2 ** min(failures, 10))
+                logger.error("tick failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc,
+                             delay)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+        logger.info("scheduler stopped")

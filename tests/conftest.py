@@ -1,0 +1,151 @@
+"""Shared fixtures: a real Redis (REDIS_URL, or an embedded one), consumers and clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from realtime.embedded import EmbeddedRedis
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "false")
+
+TIMEOUT = 5
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """Redis from REDIS_URL when set, else an embedded redis-server on a free port."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(directory=tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
+
+
+def layer_settings(url: str, prefix: str) -> dict[str, Any]:
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [url], "prefix": prefix, "capacity": 1000},
+        }
+    }
+
+
+@pytest.fixture(autouse=True)
+def channel_layer(settings, redis_url):
+    """Every test gets the real Redis layer under its own key prefix."""
+    settings.CHANNEL_LAYERS = layer_settings(redis_url, f"test-{uuid.uuid4().hex[:10]}")
+    from channels.layers import get_channel_layer
+
+    return get_channel_layer()
+
+
+class WS:
+    """A WebsocketCommunicator speaking JSON frames."""
+
+    def __init__(self, communicator: WebsocketCommunicator):
+        self.c = communicator
+        self.welcome: dict[str, Any] | None = None
+
+    async def send(self, frame: Any) -> None:
+        await self.c.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def recv(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        return json.loads(await self.c.receive_from(timeout=timeout))
+
+    async def recv_until(self, type_: str, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+        """Frames received up to and including the first of ``type_``."""
+        frames = []
+        while True:
+            frames.append(await self.recv(timeout))
+            if frames[-1]["type"] == type_:
+                return frames
+
+    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        await self.send(frame)
+        return await self.recv()
+
+    async def subscribe(self, topic: str, **extra: Any) -> dict[str, Any]:
+        """Subscribe and return the ``subscribed`` answer (replayed messages follow it)."""
+        answer = await self.request({"type": "subscribe", "topic": topic, **extra})
+        assert answer["type"] == "subscribed", answer
+        return answer
+
+    async def messages(self, n: int, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+        out = [await self.recv(timeout) for _ in range(n)]
+        assert all(f["type"] == "message" for f in out), out
+        return out
+
+    async def closed(self, timeout: float = TIMEOUT) -> int | None:
+        """Wait for the server to close; return the close code."""
+        while True:
+            output = await self.c.receive_output(timeout)
+            if output["type"] == "websocket.close":
+                return output.get("code")
+
+    async def close(self) -> None:
+        await self.c.disconnect()
+
+
+def session_cookie(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+@pytest.fixture
+async def connect():
+    """Open consumers on /ws/; every one still open is disconnected at teardown."""
+    from realtime.routing import websocket_application
+
+    opened: list[WS] = []
+    app = websocket_application()
+
+    async def _connect(
+        *, user=None, origin: bytes | None = b"http://localhost",
+        subprotocols: list[str] | None = None, expect_welcome: bool = True,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> tuple[bool, Any, WS]:
+        all_headers = list(headers or [])
+        if origin is not None:
+            all_headers.append((b"origin", origin))
+        if user is not None:
+            all_headers.append((b"cookie", await database_sync_to_async(session_cookie)(user)))
+        comm = WebsocketCommunicator(
+            app, "/ws/", headers=all_headers,
+            subprotocols=["realtime.v1"] if subprotocols is None else subprotocols,
+        )
+        connected, subprotocol = await comm.connect(timeout=TIMEOUT)
+        ws = WS(comm)
+        opened.append(ws)
+        if connected and expect_welcome:
+            ws.welcome = await ws.recv()
+        return connected, subprotocol, ws
+
+    yield _connect
+    for ws in opened:
+        try:
+            # channels_redis shields its blocking pop, so a consumer takes up to 5 s to
+            # finish; the communicator cancels it after this timeout.
+            await ws.c.disconnect(timeout=0.3)
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def topic_factory(db):
+    from realtime.models import Topic
+
+    def make(slug: str = "news", **kw: Any) -> Topic:
+        return Topic.objects.create(slug=slug, title=kw.pop("title", slug.title()), **kw)
+
+    return make

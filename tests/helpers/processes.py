@@ -1,0 +1,94 @@
+"""Start and stop real processes (daphne, runscheduler, manage.py) for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from realtime.embedded import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+
+def env_for(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url, REDIS_URL=redis_url, DEBUG="1",
+        DJANGO_SETTINGS_MODULE="project.settings", PYTHONUNBUFFERED="1", **extra,
+    )
+    return env
+
+
+def manage(env: dict[str, str], *args: str, input: str | None = None,
+           check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=ROOT, env=env, input=input, text=True,
+        capture_output=True, check=check, timeout=120,
+    )
+
+
+class Proc:
+    """A child process in its own process group, stopped by pid at the end."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.log_path = log
+        self.log = open(log, "wb")  # noqa: SIM115
+        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.alive():
+            os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self.log.close()
+        return self.popen.returncode
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = 30) -> None:
+        """Wait until the process has logged ``text``; raise if it exits or times out first."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if not self.alive():
+                raise RuntimeError(f"process exited before logging {text!r}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {text!r} after {timeout}s:\n{self.output()}")
+            time.sleep(0.05)
+
+
+def start_daphne(env: dict[str, str], log: Path, port: int | None = None,
+                 *extra: str) -> tuple[Proc, int]:
+    port = port or free_port()
+    proc = Proc([PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *extra,
+                 "project.asgi:application"], env, log)
+    try:
+        wait_for_port(port, timeout=30)
+    except TimeoutError:
+        proc.stop()
+        raise RuntimeError(f"daphne did not start:\n{proc.output()}") from None
+    return proc, port
+
+
+def start_scheduler(env: dict[str, str], log: Path, *extra: str) -> Proc:
+    proc = Proc([PYTHON, "manage.py", "runscheduler", *extra], env, log)
+    proc.wait_for_output("scheduler started")
+    return proc

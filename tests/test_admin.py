@@ -1,0 +1,93 @@
+"""The admin: topics with recent messages; adding a message publishes it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import Client
+
+from realtime import fanout
+from realtime.models import Message, Topic
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def staff_client(django_user_model):
+    user = django_user_model.objects.create_superuser("boss", "b@example.com", "pw-123456")
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_topic_changelist_and_change_page_show_recent_messages(staff_client):
+    from realtime.outbox import publish
+
+    topic = Topic.objects.create(slug="news", title="News")
+    publish(topic, {"title": "<script>alert(1)</script>"})
+    assert staff_client.get("/admin/realtime/topic/?q=news").status_code == 200
+    page = staff_client.get(f"/admin/realtime/topic/{topic.pk}/change/").content.decode()
+    assert "Latest 10" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+
+
+def test_topic_admin_refuses_backlog_over_retention(staff_client):
+    response = staff_client.post("/admin/realtime/topic/add/", {
+        "slug": "x", "title": "", "description": "", "enabled": "on", "backlog": 50,
+        "retention": 10})
+    assert response.status_code == 200
+    assert "cannot exceed the retention" in response.content.decode()
+    assert not Topic.objects.exists()
+
+
+def test_topic_admin_refuses_bad_slug(staff_client):
+    response = staff_client.post("/admin/realtime/topic/add/", {
+        "slug": "Bad Slug", "enabled": "on", "backlog": 1, "retention": 10})
+    assert response.status_code == 200 and "A topic slug is" in response.content.decode()
+
+
+async def test_admin_add_message_publishes_to_subscribers(staff_client, channel_layer):
+    topic = await database_sync_to_async(Topic.objects.create)(slug="news")
+    channel = await channel_layer.new_channel()
+    await channel_layer.group_add(fanout.group_name("news"), channel)
+    response = await database_sync_to_async(staff_client.post)(
+        "/admin/realtime/message/add/", {"topic": topic.pk, "data": '{"title": "from admin"}'})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    event = await asyncio.wait_for(channel_layer.receive(channel), timeout=5)
+    assert json.loads(event["frame"])["data"] == {"title": "from admin"}
+    message = await database_sync_to_async(Message.objects.select_related("author").get)()
+    assert (message.seq, message.source, message.author.username) == (1, "admin", "boss")
+
+
+def test_admin_add_message_refuses_bad_json_and_stores_nothing(staff_client):
+    topic = Topic.objects.create(slug="news")
+    response = staff_client.post("/admin/realtime/message/add/",
+                                 {"topic": topic.pk, "data": "{not json"})
+    assert response.status_code == 200
+    assert "Enter a valid JSON" in response.content.decode()
+    assert Topic.objects.get().last_seq == 0 and not Message.objects.exists()
+
+
+def test_admin_add_message_offers_only_enabled_topics(staff_client):
+    off = Topic.objects.create(slug="off", enabled=False)
+    response = staff_client.post("/admin/realtime/message/add/", {"topic": off.pk, "data": "1"})
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    assert not Message.objects.exists()
+
+
+def test_messages_are_view_only(staff_client):
+    from realtime.outbox import publish
+
+    Topic.objects.create(slug="news")
+    message = publish("news", {"a": 1})
+    page = staff_client.get(f"/admin/realtime/message/{message.pk}/change/")
+    assert page.status_code == 200 and b'name="data"' not in page.content
+    staff_client.post(f"/admin/realtime/message/{message.pk}/change/", {"data": '{"a": 2}'})
+    staff_client.post(f"/admin/realtime/message/{message.pk}/delete/", {"post": "yes"})
+    message.refresh_from_db()
+    assert message.data == {"a": 1}
+    assert staff_client.get("/admin/realtime/message/?fanned_out_at__isempty=0").status_code == 200

@@ -1,0 +1,85 @@
+"""System checks on settings.REALTIME and the secret-key refusal."""
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from realtime.checks import check_realtime_settings
+from realtime.conf import refuse_insecure_secret_key
+
+
+def ids(settings_value, settings):
+    settings.REALTIME = settings_value
+    return [e.id for e in check_realtime_settings()]
+
+
+def test_defaults_pass(settings):
+    assert ids({}, settings) == []
+
+
+def test_unknown_key_rejected(settings):
+    settings.REALTIME = {"MAX_FRAME_BYTE": 1}
+    errors = check_realtime_settings()
+    assert [e.id for e in errors] == ["realtime.E002"]
+    assert "MAX_FRAME_BYTE" in errors[0].msg and "MAX_FRAME_BYTES" in errors[0].hint
+
+
+def test_not_a_dict_rejected(settings):
+    assert ids(["MAX_FRAME_BYTES"], settings) == ["realtime.E001"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"MAX_FRAME_BYTES": 0},
+        {"MAX_FRAME_BYTES": "64k"},
+        {"MAX_SUBSCRIPTIONS": True},
+        {"PUBLISH_RATE_PER_S": -1},
+        {"DEFAULT_BACKLOG": -1},
+        {"DEFAULT_RETENTION": 0},
+        {"SCHEDULER_TICK": 0},
+        {"OUTBOX_GRACE": -0.1},
+        {"ALLOWED_ORIGINS": "https://example.com"},
+        {"ALLOWED_ORIGINS": ["example.com"]},
+        {"REQUIRE_ORIGIN": "yes"},
+        {"CHANNEL_LAYER": "missing"},
+    ],
+)
+def test_bad_values_rejected_with_hint(settings, bad):
+    settings.REALTIME = bad
+    errors = check_realtime_settings()
+    assert "realtime.E003" in [e.id for e in errors]
+    assert all(e.hint for e in errors)
+
+
+def test_in_memory_layer_warned_outside_debug(settings):
+    settings.DEBUG = False
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    assert ids({}, settings) == ["realtime.W001"]
+
+
+def test_missing_layer_is_an_error(settings):
+    settings.CHANNEL_LAYERS = {}
+    assert "realtime.E004" in ids({}, settings)
+
+
+def test_dev_secret_key_refused_with_debug_off(settings):
+    settings.DEBUG = False
+    settings.SECRET_KEY = settings.DEV_SECRET_KEY
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY"):
+        refuse_insecure_secret_key()
+    settings.DEBUG = True
+    refuse_insecure_secret_key()
+    settings.DEBUG = False
+    settings.SECRET_KEY = "x" * 60
+    refuse_insecure_secret_key()
+
+
+def test_settings_reload_on_change(settings):
+    from realtime.conf import realtime_settings
+
+    settings.REALTIME = {"MAX_SUBSCRIPTIONS": 3}
+    assert realtime_settings.MAX_SUBSCRIPTIONS == 3
+    settings.REALTIME = {}
+    assert realtime_settings.MAX_SUBSCRIPTIONS == 100
+    with pytest.raises(AttributeError):
+        realtime_settings.NOPE  # noqa: B018

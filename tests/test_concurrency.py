@@ -1,0 +1,77 @@
+"""seq under concurrent writers: several processes publish to one topic at once, on SQLite
+and on PostgreSQL; every seq 1..N is allocated exactly once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import psycopg
+import pytest
+
+from tests.helpers.processes import PYTHON, ROOT, env_for, manage
+
+WORKERS, EACH = 4, 40
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def run_parallel_publishers(env: dict[str, str]) -> list[int]:
+    manage(env, "migrate", "--noinput")
+    manage(env, "topics", "add", "race")
+    workers = [
+        subprocess.Popen([PYTHON, "tests/helpers/publisher.py", "race", str(EACH)], cwd=ROOT,
+                         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(WORKERS)
+    ]
+    try:
+        for w in workers:  # a barrier: every worker is set up before any publishes
+            assert w.stdout.readline().strip() == "ready"
+        for w in workers:
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        seqs = []
+        for w in workers:
+            out, _ = w.communicate(timeout=120)
+            assert w.returncode == 0
+            mine = [int(s) for s in out.split()]
+            assert mine == sorted(mine)  # each writer sees its own seqs increase
+            seqs += mine
+        return seqs
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+
+
+def check_store(env: dict[str, str]) -> None:
+    out = manage(env, "topics").stdout
+    row = next(line.split() for line in out.splitlines() if line.startswith("race"))
+    assert row[-2:] == [str(WORKERS * EACH), str(WORKERS * EACH)]  # last seq, message count
+
+
+def test_parallel_publishers_on_sqlite_get_gapless_unique_seqs(tmp_path, redis_url):
+    env = env_for(f"sqlite:///{tmp_path / 'race.sqlite3'}", redis_url)
+    seqs = run_parallel_publishers(env)
+    assert sorted(seqs) == list(range(1, WORKERS * EACH + 1))
+    check_store(env)
+
+
+@pytest.fixture
+def postgres_database():
+    name = f"realtime_race_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is needed at {POSTGRES_URL} (set TEST_POSTGRES_URL): {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def test_parallel_publishers_on_postgresql_get_gapless_unique_seqs(postgres_database, redis_url):
+    env = env_for(postgres_database, redis_url)
+    seqs = run_parallel_publishers(env)
+    assert sorted(seqs) == list(range(1, WORKERS * EACH + 1))
+    check_store(env)

@@ -1,0 +1,165 @@
+"""publish(): seq allocation, after-commit fan-out, the outbox sweep and pruning."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from django.db import transaction
+from django.utils import timezone
+
+from realtime import fanout, outbox
+from realtime.exceptions import InvalidMessage, TopicNotFound
+from realtime.models import Message, Topic
+from realtime.outbox import publish
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def listen(layer, slug: str) -> str:
+    channel = await layer.new_channel()
+    await layer.group_add(fanout.group_name(slug), channel)
+    return channel
+
+
+async def next_event(layer, channel: str) -> dict:
+    return await asyncio.wait_for(layer.receive(channel), timeout=5)
+
+
+def test_publish_allocates_consecutive_seq_per_topic(topic_factory):
+    topic_factory("a")
+    topic_factory("b")
+    assert [publish("a", i).seq for i in range(3)] == [1, 2, 3]
+    assert publish("b", "x").seq == 1
+    assert Topic.objects.get(slug="a").last_seq == 3
+    assert list(Message.objects.filter(topic__slug="a").values_list("seq", flat=True)) == [1, 2, 3]
+
+
+def test_publish_accepts_topic_instance_and_records_source_and_author(topic_factory,
+                                                                        django_user_model):
+    topic = topic_factory()
+    user = django_user_model.objects.create_user("ed")
+    message = publish(topic, {"a": 1}, source="admin", user=user)
+    message.refresh_from_db()
+    assert (message.seq, message.source, message.author, message.data) == (1, "admin", user,
+                                                                            {"a": 1})
+
+
+def test_publish_refuses_unknown_or_disabled_topic(topic_factory):
+    topic_factory("off", enabled=False)
+    with pytest.raises(TopicNotFound, match="'nope'"):
+        publish("nope", 1)
+    with pytest.raises(TopicNotFound, match="disabled"):
+        publish("off", 1)
+    assert Message.objects.count() == 0
+
+
+@pytest.mark.parametrize("data", [{1, 2}, float("nan"), object()])
+def test_publish_refuses_data_that_is_not_json(topic_factory, data):
+    topic_factory()
+    with pytest.raises(InvalidMessage):
+        publish("news", data)
+    assert Topic.objects.get().last_seq == 0
+
+
+def test_publish_refuses_unknown_source(topic_factory):
+    topic_factory()
+    with pytest.raises(InvalidMessage, match="source"):
+        publish("news", 1, source="telepathy")
+
+
+async def test_publish_fans_out_after_commit_with_serialised_frame(channel_layer):
+    await database_sync_to_async(Topic.objects.create)(slug="news")
+    channel = await listen(channel_layer, "news")
+    message = await database_sync_to_async(publish)("news", {"x": "é"})
+    event = await next_event(channel_layer, channel)
+    assert event["type"] == "realtime.message"
+    assert (event["topic"], event["seq"]) == ("news", 1)
+    frame = json.loads(event["frame"])
+    assert frame == {"type": "message", "topic": "news", "seq": 1, "data": {"x": "é"},
+                     "ts": frame["ts"]}
+    await database_sync_to_async(message.refresh_from_db)()
+    assert message.fanned_out_at is not None
+
+
+async def test_publish_in_rolled_back_transaction_sends_nothing(channel_layer):
+    await database_sync_to_async(Topic.objects.create)(slug="news")
+    channel = await listen(channel_layer, "news")
+
+    def rolled_back():
+        with transaction.atomic():
+            publish("news", {"n": "rolled back"})
+            transaction.set_rollback(True)
+
+    await database_sync_to_async(rolled_back)()
+    await database_sync_to_async(publish)("news", {"n": "kept"})
+    event = await next_event(channel_layer, channel)
+    assert json.loads(event["frame"])["data"] == {"n": "kept"}
+    assert await database_sync_to_async(Message.objects.count)() == 1
+
+
+async def test_failed_fan_out_is_left_for_the_sweep_which_sends_it(channel_layer, monkeypatch,
+                                                                   settings):
+    settings.REALTIME = {"OUTBOX_GRACE": 0}
+    await database_sync_to_async(Topic.objects.create)(slug="news")
+    channel = await listen(channel_layer, "news")
+
+    async def redis_down(messages):
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(fanout, "send", redis_down)
+    message = await database_sync_to_async(publish)("news", {"n": 1})
+    monkeypatch.undo()
+    await database_sync_to_async(message.refresh_from_db)()
+    assert message.fanned_out_at is None
+    assert await outbox.sweep() == 1
+    event = await next_event(channel_layer, channel)
+    assert event["seq"] == 1
+    await database_sync_to_async(message.refresh_from_db)()
+    assert message.fanned_out_at is not None
+    assert await outbox.sweep() == 0
+
+
+async def test_sweep_waits_for_grace_period(settings, monkeypatch):
+    settings.REALTIME = {"OUTBOX_GRACE": 3600}
+    await database_sync_to_async(Topic.objects.create)(slug="news")
+    monkeypatch.setattr(fanout, "fan_out_after_commit", lambda m: None)
+    await database_sync_to_async(publish)("news", {"n": 1})
+    assert await outbox.sweep() == 0  # its after-commit fan-out may still be under way
+
+
+async def test_sweep_raises_while_layer_is_down_and_keeps_message(settings, monkeypatch):
+    settings.REALTIME = {"OUTBOX_GRACE": 0}
+    await database_sync_to_async(Topic.objects.create)(slug="news")
+    monkeypatch.setattr(fanout, "fan_out_after_commit", lambda m: None)
+    await database_sync_to_async(publish)("news", {"n": 1})
+
+    async def redis_down(messages):
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(fanout, "send", redis_down)
+    with pytest.raises(ConnectionError):
+        await outbox.sweep()
+    assert await database_sync_to_async(outbox.pending)() != []
+
+
+def test_prune_keeps_retention_and_unsent_messages(topic_factory, monkeypatch):
+    topic = topic_factory(retention=3)
+    for i in range(5):
+        publish(topic, i)
+    Message.objects.filter(seq=1).update(fanned_out_at=None)
+    topic.refresh_from_db()
+    assert outbox.prune(topic) == 1  # seq 2 goes; seq 1 waits for the sweep
+    assert list(Message.objects.values_list("seq", flat=True)) == [1, 3, 4, 5]
+
+
+def test_pending_lists_oldest_first(topic_factory, settings, monkeypatch):
+    settings.REALTIME = {"OUTBOX_GRACE": 0}
+    topic_factory()
+    monkeypatch.setattr(fanout, "fan_out_after_commit", lambda m: None)
+    for i in range(3):
+        publish("news", i)
+    Message.objects.filter(seq=3).update(created_at=timezone.now() - timezone.timedelta(hours=1))
+    assert [m.seq for m in outbox.pending()] == [3, 1, 2]
