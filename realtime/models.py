@@ -93,8 +93,10 @@ class Topic(models.Model):
         if self.backlog is not None and self.retention is not None:
             if self.backlog > self.retention:
                 raise ValidationError(
-                    {"backlog": f"The backlog ({self.backlog}) cannot exceed the retention "
-                     f"({self.retention})."}
+                    {
+                        "backlog": f"The backlog ({self.backlog}) cannot exceed the retention "
+                        f"({self.retention})."
+                    }
                 )
 
     def can_read(self, user: Any) -> bool:

@@ -34,7 +34,9 @@ def _resolve(topic: Topic | str) -> Topic:
         raise TopicNotFound(f"No topic {topic!r}.") from None
 
 
-def publish(topic: Topic | str, data: Any, *, source: str = Source.API, user: Any = None) -> Message:
+def publish(
+    topic: Topic | str, data: Any, *, source: str = Source.API, user: Any = None
+) -> Message:
     """Store ``data`` as the next message of ``topic`` (a slug or Topic) and fan it out.
 
     Runs in the caller's transaction; the fan-out happens only after that commits, so a

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 PROTOCOL = "realtime.v1"
@@ -148,13 +148,18 @@ def _with_id(obj: dict[str, Any], id: Any) -> dict[str, Any]:
 
 def timestamp(value: datetime) -> str:
     """ISO 8601 in UTC with a 'Z', millisecond precision."""
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def welcome(connection: str, user: str | None, limits: dict[str, Any]) -> str:
     return encode(
-        {"type": WELCOME, "protocol": PROTOCOL, "connection": connection, "user": user,
-         "limits": limits}
+        {
+            "type": WELCOME,
+            "protocol": PROTOCOL,
+            "connection": connection,
+            "user": user,
+            "limits": limits,
+        }
     )
 
 

@@ -99,8 +99,12 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every ``interval`` seconds until ``stop`` is set; back off on failures."""
-        logger.info("scheduler started: %d feed(s), tick %.3gs: %s", len(self.feeds),
-                    self.interval, ", ".join(sorted(self.feeds)) or "none")
+        logger.info(
+            "scheduler started: %d feed(s), tick %.3gs: %s",
+            len(self.feeds),
+            self.interval,
+            ", ".join(sorted(self.feeds)) or "none",
+        )
         failures = 0
         while not stop.is_set():
             started = self.clock()
@@ -113,8 +117,9 @@ class Scheduler:
             except Exception as exc:
                 failures += 1
                 delay = min(MAX_BACKOFF, self.interval * 2 ** min(failures, 10))
-                logger.error("tick failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc,
-                             delay)
+                logger.error(
+                    "tick failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
+                )
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:

@@ -111,8 +111,11 @@ async def connect():
     app = websocket_application()
 
     async def _connect(
-        *, user=None, origin: bytes | None = b"http://localhost",
-        subprotocols: list[str] | None = None, expect_welcome: bool = True,
+        *,
+        user=None,
+        origin: bytes | None = b"http://localhost",
+        subprotocols: list[str] | None = None,
+        expect_welcome: bool = True,
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> tuple[bool, Any, WS]:
         all_headers = list(headers or [])
@@ -121,7 +124,9 @@ async def connect():
         if user is not None:
             all_headers.append((b"cookie", await database_sync_to_async(session_cookie)(user)))
         comm = WebsocketCommunicator(
-            app, "/ws/", headers=all_headers,
+            app,
+            "/ws/",
+            headers=all_headers,
             subprotocols=["realtime.v1"] if subprotocols is None else subprotocols,
         )
         connected, subprotocol = await comm.connect(timeout=TIMEOUT)

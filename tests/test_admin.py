@@ -35,17 +35,27 @@ def test_topic_changelist_and_change_page_show_recent_messages(staff_client):
 
 
 def test_topic_admin_refuses_backlog_over_retention(staff_client):
-    response = staff_client.post("/admin/realtime/topic/add/", {
-        "slug": "x", "title": "", "description": "", "enabled": "on", "backlog": 50,
-        "retention": 10})
+    response = staff_client.post(
+        "/admin/realtime/topic/add/",
+        {
+            "slug": "x",
+            "title": "",
+            "description": "",
+            "enabled": "on",
+            "backlog": 50,
+            "retention": 10,
+        },
+    )
     assert response.status_code == 200
     assert "cannot exceed the retention" in response.content.decode()
     assert not Topic.objects.exists()
 
 
 def test_topic_admin_refuses_bad_slug(staff_client):
-    response = staff_client.post("/admin/realtime/topic/add/", {
-        "slug": "Bad Slug", "enabled": "on", "backlog": 1, "retention": 10})
+    response = staff_client.post(
+        "/admin/realtime/topic/add/",
+        {"slug": "Bad Slug", "enabled": "on", "backlog": 1, "retention": 10},
+    )
     assert response.status_code == 200 and "A topic slug is" in response.content.decode()
 
 
@@ -54,7 +64,8 @@ async def test_admin_add_message_publishes_to_subscribers(staff_client, channel_
     channel = await channel_layer.new_channel()
     await channel_layer.group_add(fanout.group_name("news"), channel)
     response = await database_sync_to_async(staff_client.post)(
-        "/admin/realtime/message/add/", {"topic": topic.pk, "data": '{"title": "from admin"}'})
+        "/admin/realtime/message/add/", {"topic": topic.pk, "data": '{"title": "from admin"}'}
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     event = await asyncio.wait_for(channel_layer.receive(channel), timeout=5)
     assert json.loads(event["frame"])["data"] == {"title": "from admin"}
@@ -64,8 +75,9 @@ async def test_admin_add_message_publishes_to_subscribers(staff_client, channel_
 
 def test_admin_add_message_refuses_bad_json_and_stores_nothing(staff_client):
     topic = Topic.objects.create(slug="news")
-    response = staff_client.post("/admin/realtime/message/add/",
-                                 {"topic": topic.pk, "data": "{not json"})
+    response = staff_client.post(
+        "/admin/realtime/message/add/", {"topic": topic.pk, "data": "{not json"}
+    )
     assert response.status_code == 200
     assert "Enter a valid JSON" in response.content.decode()
     assert Topic.objects.get().last_seq == 0 and not Message.objects.exists()

@@ -23,8 +23,15 @@ def test_topics_lists_slug_visibility_last_seq_and_count(topic_factory):
     topic_factory("secret", private=True, visitor_publish=True)
     call_command("publish", "news", '{"a": 1}', stdout=io.StringIO())
     lines = run("topics").splitlines()
-    assert lines[0].split() == ["SLUG", "VISIBILITY", "PUBLISH", "ENABLED", "LAST", "SEQ",
-                                "MESSAGES"]
+    assert lines[0].split() == [
+        "SLUG",
+        "VISIBILITY",
+        "PUBLISH",
+        "ENABLED",
+        "LAST",
+        "SEQ",
+        "MESSAGES",
+    ]
     assert lines[1].split() == ["news", "public", "staff", "yes", "1", "1"]
     assert lines[2].split() == ["secret", "private", "visitors", "yes", "0", "0"]
     assert run("topics", "list") == "\n".join(lines) + "\n"
@@ -35,12 +42,28 @@ def test_topics_list_empty_says_how_to_add():
 
 
 def test_topics_add_with_options():
-    out = run("topics", "add", "room-1", "--title", "Room", "--private", "--visitor-publish",
-              "--backlog", "5", "--retain", "50")
+    out = run(
+        "topics",
+        "add",
+        "room-1",
+        "--title",
+        "Room",
+        "--private",
+        "--visitor-publish",
+        "--backlog",
+        "5",
+        "--retain",
+        "50",
+    )
     assert "Added topic room-1" in out
     topic = Topic.objects.get(slug="room-1")
     assert (topic.title, topic.private, topic.visitor_publish, topic.backlog, topic.retention) == (
-        "Room", True, True, 5, 50)
+        "Room",
+        True,
+        True,
+        5,
+        50,
+    )
 
 
 def test_topics_add_defaults_from_settings(settings):
@@ -104,7 +127,12 @@ def test_seeddemo_creates_demo_topics_and_admin_idempotently(django_user_model):
     assert "password: s3cret-pass" in out
     run("seeddemo")
     assert set(Topic.objects.values_list("slug", flat=True)) == {
-        "news", "clock", "site-stats", "chat", "staff-room"}
+        "news",
+        "clock",
+        "site-stats",
+        "chat",
+        "staff-room",
+    }
     assert Topic.objects.get(slug="chat").visitor_publish
     assert Topic.objects.get(slug="staff-room").groups.filter(name="members").exists()
     admin = django_user_model.objects.get(username="admin")

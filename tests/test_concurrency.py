@@ -20,8 +20,14 @@ def run_parallel_publishers(env: dict[str, str]) -> list[int]:
     manage(env, "migrate", "--noinput")
     manage(env, "topics", "add", "race")
     workers = [
-        subprocess.Popen([PYTHON, "tests/helpers/publisher.py", "race", str(EACH)], cwd=ROOT,
-                         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [PYTHON, "tests/helpers/publisher.py", "race", str(EACH)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(WORKERS)
     ]
     try:

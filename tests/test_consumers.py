@@ -48,7 +48,9 @@ async def test_connect_welcome_lists_protocol_user_and_limits(connect, settings)
     assert ws.welcome["user"] is None
     assert isinstance(ws.welcome["connection"], str) and ws.welcome["connection"]
     assert ws.welcome["limits"] == {
-        "max_frame_bytes": 999, "max_subscriptions": 7, "publish_rate_per_s": 3
+        "max_frame_bytes": 999,
+        "max_subscriptions": 7,
+        "publish_rate_per_s": 3,
     }
 
 
@@ -104,7 +106,8 @@ async def test_connect_accepts_extra_allowed_origin(connect, settings):
 async def test_ping_answers_pong_echoing_id(connect):
     _, _, ws = await connect()
     assert await ws.request({"type": "ping", "id": {"any": ["json"]}}) == {
-        "type": "pong", "id": {"any": ["json"]}
+        "type": "pong",
+        "id": {"any": ["json"]},
     }
     assert await ws.request({"type": "ping"}) == {"type": "pong"}
 
@@ -191,8 +194,13 @@ async def test_subscribe_unknown_or_disabled_topic_is_not_found(connect):
     _, _, ws = await connect()
     for slug in ("nope", "off"):
         answer = await ws.request({"type": "subscribe", "topic": slug, "id": "s"})
-        assert answer == {"type": "error", "id": "s", "code": "not_found",
-                          "message": answer["message"], "topic": slug}
+        assert answer == {
+            "type": "error",
+            "id": "s",
+            "code": "not_found",
+            "message": answer["message"],
+            "topic": slug,
+        }
 
 
 async def test_subscribe_sends_subscribed_then_backlog_in_order(connect):
@@ -280,7 +288,9 @@ async def test_unsubscribe_stops_messages(connect):
     await ws.subscribe("news")
     await ws.subscribe("other")
     assert await ws.request({"type": "unsubscribe", "topic": "news", "id": 4}) == {
-        "type": "unsubscribed", "topic": "news", "id": 4
+        "type": "unsubscribed",
+        "topic": "news",
+        "id": 4,
     }
     await apublish("news", {"n": 1})
     await apublish("other", {"n": 1})
@@ -314,7 +324,9 @@ async def test_gap_from_lost_event_is_filled_from_database(connect, monkeypatch)
     await make_topic()
     _, _, ws = await connect()
     await ws.subscribe("news")
-    monkeypatch.setattr(fanout, "fan_out_after_commit", lambda message: None)  # the layer loses 1, 2
+    monkeypatch.setattr(
+        fanout, "fan_out_after_commit", lambda message: None
+    )  # the layer loses 1, 2
     await apublish("news", {"n": 1})
     await apublish("news", {"n": 2})
     monkeypatch.undo()
@@ -330,8 +342,9 @@ async def test_duplicate_event_is_dropped(connect, channel_layer):
     await ws.subscribe("news")
     first = await apublish("news", {"n": 1})
     assert (await ws.recv())["seq"] == 1
-    event = await database_sync_to_async(lambda: fanout.message_event(
-        Message.objects.select_related("topic").get(pk=first.pk)))()
+    event = await database_sync_to_async(
+        lambda: fanout.message_event(Message.objects.select_related("topic").get(pk=first.pk))
+    )()
     await channel_layer.group_send(fanout.group_name("news"), event)  # repeated by the layer
     await channel_layer.group_send(fanout.group_name("news"), event)
     await apublish("news", {"n": 2})
@@ -344,8 +357,10 @@ async def test_event_for_topic_not_subscribed_is_ignored(connect, channel_layer)
     _, _, ws = await connect()
     await ws.subscribe("other")
     # An event naming a topic this connection does not hold (e.g. a stale membership).
-    await channel_layer.group_send(fanout.group_name("other"), {
-        "type": "realtime.message", "topic": "news", "seq": 1, "frame": '{"type":"message"}'})
+    await channel_layer.group_send(
+        fanout.group_name("other"),
+        {"type": "realtime.message", "topic": "news", "seq": 1, "frame": '{"type":"message"}'},
+    )
     await apublish("other", {"n": 1})
     assert (await ws.recv())["topic"] == "other"
 
@@ -422,13 +437,15 @@ async def test_visitor_publish_is_stored_acknowledged_and_delivered(connect):
     await reader.subscribe("chat")
     user = await make_user()
     _, _, writer = await connect(user=user)
-    answer = await writer.request({"type": "publish", "topic": "chat", "data": {"t": "hi"},
-                                   "id": "p1"})
+    answer = await writer.request(
+        {"type": "publish", "topic": "chat", "data": {"t": "hi"}, "id": "p1"}
+    )
     assert answer == {"type": "published", "id": "p1", "topic": "chat", "seq": 1}
     frame = await reader.recv()
     assert frame["seq"] == 1 and frame["data"] == {"t": "hi"}
     stored = await database_sync_to_async(
-        lambda: Message.objects.values("source", "author__username").get())()
+        lambda: Message.objects.values("source", "author__username").get()
+    )()
     assert stored == {"source": "visitor", "author__username": "ann"}
 
 
@@ -449,8 +466,9 @@ async def test_publish_rate_limited_beyond_burst(connect, settings):
     await make_topic("chat", visitor_publish=True)
     _, _, ws = await connect()
     for _ in range(2):
-        assert (await ws.request({"type": "publish", "topic": "chat", "data": 1}))["type"] == \
-            "published"
+        assert (await ws.request({"type": "publish", "topic": "chat", "data": 1}))[
+            "type"
+        ] == "published"
     answer = await ws.request({"type": "publish", "topic": "chat", "data": 1, "id": 1})
     assert answer["code"] == "rate_limited" and answer["id"] == 1
     assert await database_sync_to_async(Message.objects.count)() == 2

@@ -17,15 +17,25 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def site(tmp_path, redis_url):
     """daphne + runscheduler on a fresh SQLite database; stopped by pid at the end."""
-    env = env_for(f"sqlite:///{tmp_path / 'site.sqlite3'}", redis_url,
-                  REALTIME=json.dumps({"SCHEDULER_TICK": 0.2}))
+    env = env_for(
+        f"sqlite:///{tmp_path / 'site.sqlite3'}",
+        redis_url,
+        REALTIME=json.dumps({"SCHEDULER_TICK": 0.2}),
+    )
     manage(env, "migrate", "--noinput")
     manage(env, "seeddemo")
     daphne, port = start_daphne(env, tmp_path / "daphne.log")
-    scheduler = start_scheduler(env, tmp_path / "scheduler.log")
-    yield env, port, daphne, scheduler
-    assert scheduler.stop() == 0, scheduler.output()  # stops cleanly on SIGTERM
-    daphne.stop()
+    try:
+        scheduler = start_scheduler(env, tmp_path / "scheduler.log")
+    except Exception:
+        daphne.stop()
+        raise
+    try:
+        yield env, port, daphne, scheduler
+    finally:
+        code = scheduler.stop()
+        daphne.stop()
+    assert code == 0, scheduler.output()  # the scheduler stops cleanly on SIGTERM
 
 
 async def recv(ws, type_: str, timeout: float = 10) -> dict:
@@ -38,8 +48,11 @@ async def recv(ws, type_: str, timeout: float = 10) -> dict:
 
 async def test_published_message_and_clock_reach_a_real_client(site):
     env, port, daphne, scheduler = site
-    async with connect(f"ws://127.0.0.1:{port}/ws/", subprotocols=["realtime.v1"],
-                       origin=f"http://127.0.0.1:{port}") as ws:
+    async with connect(
+        f"ws://127.0.0.1:{port}/ws/",
+        subprotocols=["realtime.v1"],
+        origin=f"http://127.0.0.1:{port}",
+    ) as ws:
         assert ws.subprotocol == "realtime.v1"
         assert (await recv(ws, "welcome"))["protocol"] == "realtime.v1"
         await ws.send(json.dumps({"type": "subscribe", "topic": "news", "id": 1}))

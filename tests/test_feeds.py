@@ -16,8 +16,9 @@ def test_builtin_feeds_are_registered():
     assert registry()["site-stats"].func is builtin_feeds.site_stats
 
 
-@pytest.mark.parametrize(("topic", "every"), [("Bad Slug", 1), ("ok", 0), ("ok", -1),
-                                               ("ok", "5"), ("ok", True)])
+@pytest.mark.parametrize(
+    ("topic", "every"), [("Bad Slug", 1), ("ok", 0), ("ok", -1), ("ok", "5"), ("ok", True)]
+)
 def test_feed_decorator_refuses_bad_arguments(topic, every):
     with pytest.raises(ValueError, match=repr(topic) if topic == "Bad Slug" else "every"):
         feed(topic, every=every)

@@ -37,14 +37,19 @@ def test_publish_allocates_consecutive_seq_per_topic(topic_factory):
     assert list(Message.objects.filter(topic__slug="a").values_list("seq", flat=True)) == [1, 2, 3]
 
 
-def test_publish_accepts_topic_instance_and_records_source_and_author(topic_factory,
-                                                                        django_user_model):
+def test_publish_accepts_topic_instance_and_records_source_and_author(
+    topic_factory, django_user_model
+):
     topic = topic_factory()
     user = django_user_model.objects.create_user("ed")
     message = publish(topic, {"a": 1}, source="admin", user=user)
     message.refresh_from_db()
-    assert (message.seq, message.source, message.author, message.data) == (1, "admin", user,
-                                                                            {"a": 1})
+    assert (message.seq, message.source, message.author, message.data) == (
+        1,
+        "admin",
+        user,
+        {"a": 1},
+    )
 
 
 def test_publish_refuses_unknown_or_disabled_topic(topic_factory):
@@ -78,8 +83,13 @@ async def test_publish_fans_out_after_commit_with_serialised_frame(channel_layer
     assert event["type"] == "realtime.message"
     assert (event["topic"], event["seq"]) == ("news", 1)
     frame = json.loads(event["frame"])
-    assert frame == {"type": "message", "topic": "news", "seq": 1, "data": {"x": "é"},
-                     "ts": frame["ts"]}
+    assert frame == {
+        "type": "message",
+        "topic": "news",
+        "seq": 1,
+        "data": {"x": "é"},
+        "ts": frame["ts"],
+    }
     await database_sync_to_async(message.refresh_from_db)()
     assert message.fanned_out_at is not None
 
@@ -100,8 +110,9 @@ async def test_publish_in_rolled_back_transaction_sends_nothing(channel_layer):
     assert await database_sync_to_async(Message.objects.count)() == 1
 
 
-async def test_failed_fan_out_is_left_for_the_sweep_which_sends_it(channel_layer, monkeypatch,
-                                                                   settings):
+async def test_failed_fan_out_is_left_for_the_sweep_which_sends_it(
+    channel_layer, monkeypatch, settings
+):
     settings.REALTIME = {"OUTBOX_GRACE": 0}
     await database_sync_to_async(Topic.objects.create)(slug="news")
     channel = await listen(channel_layer, "news")

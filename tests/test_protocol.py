@@ -53,15 +53,21 @@ def test_error_frame_echoes_id_and_topic():
     with pytest.raises(ProtocolError) as info:
         parse('{"type":"subscribe","topic":"news","since":-2,"id":"x"}')
     assert json.loads(info.value.frame()) == {
-        "type": "error", "code": "bad_request", "message": "'since' must be an integer >= 0.",
-        "id": "x", "topic": "news",
+        "type": "error",
+        "code": "bad_request",
+        "message": "'since' must be an integer >= 0.",
+        "id": "x",
+        "topic": "news",
     }
 
 
 def test_message_frame_has_utc_timestamp_and_data():
     ts = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     assert json.loads(protocol.message("news", 3, ts, {"é": 1})) == {
-        "type": "message", "topic": "news", "seq": 3, "ts": "2026-01-02T03:04:05.678Z",
+        "type": "message",
+        "topic": "news",
+        "seq": 3,
+        "ts": "2026-01-02T03:04:05.678Z",
         "data": {"é": 1},
     }
 

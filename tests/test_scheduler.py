@@ -45,7 +45,8 @@ async def test_tick_runs_only_due_feeds():
     clock.now += 9
     assert sorted((await scheduler.tick()).feeds_run) == ["fast", "slow"]
     counts = await database_sync_to_async(
-        lambda: {t.slug: t.last_seq for t in Topic.objects.all()})()
+        lambda: {t.slug: t.last_seq for t in Topic.objects.all()}
+    )()
     assert counts == {"fast": 3, "slow": 2}
 
 
@@ -61,8 +62,9 @@ async def test_failing_feed_is_reported_and_others_go_on(caplog):
 
 async def test_unchanged_feed_data_is_not_republished():
     clock = Clock()
-    scheduler = Scheduler(interval=1, feeds={"same": Feed("same", lambda: {"v": 1}, 1)},
-                          clock=clock)
+    scheduler = Scheduler(
+        interval=1, feeds={"same": Feed("same", lambda: {"v": 1}, 1)}, clock=clock
+    )
     assert (await scheduler.tick()).published == ["same"]
     clock.now += 1
     report = await scheduler.tick()
@@ -83,7 +85,8 @@ async def test_tick_sweeps_outbox_and_prunes(settings, monkeypatch, channel_laye
     seqs = [(await asyncio.wait_for(channel_layer.receive(channel), 5))["seq"] for _ in range(4)]
     assert seqs == [1, 2, 3, 4]
     assert await database_sync_to_async(
-        lambda: list(Message.objects.values_list("seq", flat=True)))() == [3, 4]
+        lambda: list(Message.objects.values_list("seq", flat=True))
+    )() == [3, 4]
 
 
 async def test_run_backs_off_on_failure_and_recovers(monkeypatch, caplog):

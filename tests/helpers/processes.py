@@ -18,17 +18,28 @@ PYTHON = sys.executable
 def env_for(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=database_url, REDIS_URL=redis_url, DEBUG="1",
-        DJANGO_SETTINGS_MODULE="project.settings", PYTHONUNBUFFERED="1", **extra,
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        DEBUG="1",
+        DJANGO_SETTINGS_MODULE="project.settings",
+        PYTHONUNBUFFERED="1",
+        **extra,
     )
     return env
 
 
-def manage(env: dict[str, str], *args: str, input: str | None = None,
-           check: bool = True) -> subprocess.CompletedProcess:
+def manage(
+    env: dict[str, str], *args: str, input: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [PYTHON, "manage.py", *args], cwd=ROOT, env=env, input=input, text=True,
-        capture_output=True, check=check, timeout=120,
+        [PYTHON, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        input=input,
+        text=True,
+        capture_output=True,
+        check=check,
+        timeout=120,
     )
 
 
@@ -38,8 +49,14 @@ class Proc:
     def __init__(self, args: list[str], env: dict[str, str], log: Path):
         self.log_path = log
         self.log = open(log, "wb")  # noqa: SIM115
-        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self.popen = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @property
     def pid(self) -> int:
@@ -75,11 +92,25 @@ class Proc:
             time.sleep(0.05)
 
 
-def start_daphne(env: dict[str, str], log: Path, port: int | None = None,
-                 *extra: str) -> tuple[Proc, int]:
+def start_daphne(
+    env: dict[str, str], log: Path, port: int | None = None, *extra: str
+) -> tuple[Proc, int]:
     port = port or free_port()
-    proc = Proc([PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *extra,
-                 "project.asgi:application"], env, log)
+    proc = Proc(
+        [
+            PYTHON,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            *extra,
+            "project.asgi:application",
+        ],
+        env,
+        log,
+    )
     try:
         wait_for_port(port, timeout=30)
     except TimeoutError:

@@ -10,10 +10,14 @@ class Command(BaseCommand):
     help = "Run the feeds when due, sweep the outbox and prune old messages, every tick."
 
     def add_arguments(self, parser):
-        parser.add_argument("--interval", type=float, help="Seconds between ticks "
-                            "(default: REALTIME['SCHEDULER_TICK']).")
-        parser.add_argument("--once", action="store_true",
-                            help="Run every feed once, sweep, prune, and exit.")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            help="Seconds between ticks (default: REALTIME['SCHEDULER_TICK']).",
+        )
+        parser.add_argument(
+            "--once", action="store_true", help="Run every feed once, sweep, prune, and exit."
+        )
 
     def handle(self, *args, interval=None, once=False, **options):
         if interval is not None and interval <= 0:

@@ -10,12 +10,23 @@ from realtime.outbox import publish
 DEMO_TOPICS = [
     {"slug": "news", "title": "News", "description": "Announcements from the editors."},
     {"slug": "clock", "title": "Clock", "description": "The server's time, every 5 seconds."},
-    {"slug": "site-stats", "title": "Site statistics",
-     "description": "Counts from the database, when they change."},
-    {"slug": "chat", "title": "Chat", "description": "Anyone may write here.",
-     "visitor_publish": True},
-    {"slug": "staff-room", "title": "Staff room", "description": "Private: members only.",
-     "private": True},
+    {
+        "slug": "site-stats",
+        "title": "Site statistics",
+        "description": "Counts from the database, when they change.",
+    },
+    {
+        "slug": "chat",
+        "title": "Chat",
+        "description": "Anyone may write here.",
+        "visitor_publish": True,
+    },
+    {
+        "slug": "staff-room",
+        "title": "Staff room",
+        "description": "Private: members only.",
+        "private": True,
+    },
 ]
 
 
@@ -23,8 +34,11 @@ class Command(BaseCommand):
     help = "Create the demo topics and, with --admin, an admin account (idempotent)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--admin", metavar="USERNAME",
-                            help="Create (or reset the password of) this superuser and print it.")
+        parser.add_argument(
+            "--admin",
+            metavar="USERNAME",
+            help="Create (or reset the password of) this superuser and print it.",
+        )
         parser.add_argument("--password", help="The admin password (default: a random one).")
 
     def handle(self, *args, admin=None, password=None, **options):
@@ -36,8 +50,9 @@ class Command(BaseCommand):
             if created:
                 self.stdout.write(f"created topic {topic.slug}")
                 if topic.slug == "news":
-                    publish(topic, {"title": "Welcome", "body": "The site is live."},
-                            source="command")
+                    publish(
+                        topic, {"title": "Welcome", "body": "The site is live."}, source="command"
+                    )
         if admin:
             password = password or secrets.token_urlsafe(12)
             user, _ = get_user_model().objects.get_or_create(username=admin)

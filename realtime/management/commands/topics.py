@@ -16,8 +16,11 @@ class Command(BaseCommand):
         add.add_argument("--title", default="")
         add.add_argument("--description", default="")
         add.add_argument("--private", action="store_true", help="Only signed-in users may read.")
-        add.add_argument("--visitor-publish", action="store_true",
-                         help="Visitors who may read it may publish to it.")
+        add.add_argument(
+            "--visitor-publish",
+            action="store_true",
+            help="Visitors who may read it may publish to it.",
+        )
         add.add_argument("--backlog", type=int, help="Messages a new subscriber gets first.")
         add.add_argument("--retain", type=int, help="Messages kept for clients that resume.")
 
@@ -31,12 +34,21 @@ class Command(BaseCommand):
         topics = Topic.objects.annotate(count=Count("messages")).order_by("slug")
         rows = [("SLUG", "VISIBILITY", "PUBLISH", "ENABLED", "LAST SEQ", "MESSAGES")]
         for t in topics:
-            rows.append((t.slug, "private" if t.private else "public",
-                         "visitors" if t.visitor_publish else "staff",
-                         "yes" if t.enabled else "no", str(t.last_seq), str(t.count)))
+            rows.append(
+                (
+                    t.slug,
+                    "private" if t.private else "public",
+                    "visitors" if t.visitor_publish else "staff",
+                    "yes" if t.enabled else "no",
+                    str(t.last_seq),
+                    str(t.count),
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
-            self.stdout.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+            self.stdout.write(
+                "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip()
+            )
         if len(rows) == 1:
             self.stdout.write("(no topics; add one with: manage.py topics add SLUG)")
 
@@ -55,8 +67,9 @@ class Command(BaseCommand):
         try:
             topic.full_clean()
         except ValidationError as exc:
-            problems = "; ".join(f"{field}: {' '.join(msgs)}"
-                                 for field, msgs in exc.message_dict.items())
+            problems = "; ".join(
+                f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items()
+            )
             raise CommandError(f"Cannot add topic {options['slug']!r}: {problems}") from None
         topic.save()
         self.stdout.write(self.style.SUCCESS(f"Added topic {topic.slug}."))
