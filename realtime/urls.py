@@ -5,4 +5,6 @@ from realtime import views
 app_name = "realtime"
 urlpatterns = [
     path("", views.home, name="home"),
+    path("topics/<str:slug>/", views.topic_detail, name="topic"),
+    path("console/", views.console, name="console"),
 ]

@@ -1,11 +1,13 @@
-"""Pages: the topics a visitor may read, updated live by the JS client."""
+"""Pages: the topics a visitor may read, one topic's live stream, and the raw console."""
 
 from __future__ import annotations
 
+from django.contrib.auth.views import redirect_to_login
 from django.db.models import OuterRef, Subquery
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from realtime.conf import realtime_settings
 from realtime.models import Message, Topic
 
 
@@ -16,3 +18,24 @@ def home(request: HttpRequest) -> HttpResponse:
         latest_at=Subquery(latest.values("created_at")[:1]),
     )
     return render(request, "realtime/home.html", {"topics": topics})
+
+
+def topic_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    topic = Topic.objects.enabled().filter(slug=slug).first()
+    if topic is None:
+        raise Http404(f"No topic {slug!r}.")
+    if not topic.can_read(request.user):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        raise Http404(f"No topic {slug!r}.")
+    return render(
+        request,
+        "realtime/topic.html",
+        {"topic": topic, "can_publish": topic.can_publish(request.user)},
+    )
+
+
+def console(request: HttpRequest) -> HttpResponse:
+    return render(
+        request, "realtime/console.html", {"max_frame_bytes": realtime_settings.MAX_FRAME_BYTES}
+    )

@@ -9,7 +9,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.helpers.processes import env_for, manage, start_daphne, start_scheduler
+from tests.helpers.processes import Site, manage
 
 pytestmark = pytest.mark.e2e
 
@@ -17,25 +17,13 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def site(tmp_path, redis_url):
     """daphne + runscheduler on a fresh SQLite database; stopped by pid at the end."""
-    env = env_for(
-        f"sqlite:///{tmp_path / 'site.sqlite3'}",
-        redis_url,
-        REALTIME=json.dumps({"SCHEDULER_TICK": 0.2}),
-    )
-    manage(env, "migrate", "--noinput")
-    manage(env, "seeddemo")
-    daphne, port = start_daphne(env, tmp_path / "daphne.log")
+    running = Site(tmp_path, redis_url, REALTIME=json.dumps({"SCHEDULER_TICK": 0.2}))
     try:
-        scheduler = start_scheduler(env, tmp_path / "scheduler.log")
-    except Exception:
-        daphne.stop()
-        raise
-    try:
-        yield env, port, daphne, scheduler
+        running.start()
+        yield running.env, running.port, running.daphne, running.scheduler
     finally:
-        code = scheduler.stop()
-        daphne.stop()
-    assert code == 0, scheduler.output()  # the scheduler stops cleanly on SIGTERM
+        code = running.stop()
+    assert code == 0, running.scheduler.output()  # the scheduler stops cleanly on SIGTERM
 
 
 async def recv(ws, type_: str, timeout: float = 10) -> dict:

@@ -123,3 +123,46 @@ def start_scheduler(env: dict[str, str], log: Path, *extra: str) -> Proc:
     proc = Proc([PYTHON, "manage.py", "runscheduler", *extra], env, log)
     proc.wait_for_output("scheduler started")
     return proc
+
+
+class Site:
+    """A running site: a fresh SQLite database, daphne and runscheduler, all stopped by pid."""
+
+    def __init__(self, tmp_path: Path, redis_url: str, **env: str):
+        self.tmp_path = tmp_path
+        self.env = env_for(f"sqlite:///{tmp_path / 'site.sqlite3'}", redis_url, **env)
+        self.daphne: Proc | None = None
+        self.scheduler: Proc | None = None
+        self.port: int | None = None
+        self.starts = 0
+
+    def start(self, scheduler: bool = True) -> Site:
+        manage(self.env, "migrate", "--noinput")
+        manage(self.env, "seeddemo")
+        self.start_daphne()
+        if scheduler:
+            self.scheduler = start_scheduler(self.env, self.tmp_path / "scheduler.log")
+        return self
+
+    def start_daphne(self) -> None:
+        self.starts += 1
+        self.daphne, self.port = start_daphne(
+            self.env, self.tmp_path / f"daphne-{self.starts}.log", self.port
+        )
+
+    def stop_daphne(self) -> None:
+        if self.daphne is not None:
+            self.daphne.stop()
+            self.daphne = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def publish(self, slug: str, data: str) -> int:
+        return int(manage(self.env, "publish", slug, data).stdout.strip())
+
+    def stop(self) -> int | None:
+        code = self.scheduler.stop() if self.scheduler is not None else None
+        self.stop_daphne()
+        return code

@@ -1,0 +1,251 @@
+// The consumer owns the WebSocket: connects with realtime.v1, reconnects with backoff and
+// jitter (at once when the browser comes back online or the tab becomes visible), hands
+// frames to the subscriptions, and matches answers to requests by id.
+import { Backoff } from "./backoff.js";
+import { ConnectionMonitor } from "./connection_monitor.js";
+import { FrameType, PROTOCOL, socketUrl } from "./protocol.js";
+import { Subscriptions } from "./subscriptions.js";
+
+const OPEN = 1;
+
+export const Status = Object.freeze({
+  CONNECTING: "connecting",
+  LIVE: "live",
+  RECONNECTING: "reconnecting",
+  OFFLINE: "offline",
+});
+
+const realClock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (id) => clearTimeout(id),
+};
+
+export class RealtimeError extends Error {
+  constructor(frame) {
+    super(frame.message ?? frame.code);
+    this.name = "RealtimeError";
+    this.code = frame.code;
+    this.topic = frame.topic;
+    this.frame = frame;
+  }
+}
+
+export class Consumer {
+  constructor(url = socketUrl(), options = {}) {
+    this.url = url;
+    this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this.clock = options.clock ?? realClock;
+    this.env = options.env ?? globalThis.window ?? null;
+    this.document = options.document ?? globalThis.document ?? null;
+    this.protocols = options.protocols ?? [PROTOCOL];
+    this.healthyAfter = options.healthyAfter ?? 10000;
+    this.backoff = new Backoff({ random: options.random, ...options.backoff });
+    this.monitor = new ConnectionMonitor(this, { clock: this.clock, ...options.monitor });
+    this.subscriptions = new Subscriptions(this);
+    this.pending = new Map(); // request id → {resolve, reject}
+    this.listeners = new Map();
+    this.socket = null;
+    this.status = Status.OFFLINE;
+    this.welcome = null;
+    this.counter = 0;
+    this.reconnectTimer = null;
+    this.healthyTimer = null;
+    this.stopped = true;
+    this.onOnline = () => this.reconnectSoon("online");
+    this.onOffline = () => this.setStatus(Status.OFFLINE);
+    this.onVisible = () => {
+      if (this.document?.visibilityState === "visible") this.reconnectSoon("visible");
+    };
+  }
+
+  // --- events: "status" (status), "frame" (frame in), "send" (frame out), "welcome" (frame)
+  on(event, listener) {
+    if (!this.listeners.has(event)) this.listeners.set(event, new Set());
+    this.listeners.get(event).add(listener);
+    return () => this.listeners.get(event).delete(listener);
+  }
+
+  emit(event, value) {
+    for (const listener of this.listeners.get(event) ?? []) listener(value);
+  }
+
+  setStatus(status) {
+    if (this.status === status) return;
+    this.status = status;
+    this.emit("status", status);
+  }
+
+  // --- connection lifecycle
+  connect() {
+    if (this.stopped) {
+      this.stopped = false;
+      this.env?.addEventListener?.("online", this.onOnline);
+      this.env?.addEventListener?.("offline", this.onOffline);
+      this.document?.addEventListener?.("visibilitychange", this.onVisible);
+    }
+    if (this.socket) return this;
+    this.clearReconnect();
+    if (this.status !== Status.RECONNECTING) this.setStatus(Status.CONNECTING);
+    const socket = new this.WebSocket(this.url, this.protocols);
+    this.socket = socket;
+    socket.onmessage = (event) => {
+      if (this.socket === socket) this.receive(event.data);
+    };
+    socket.onclose = (event) => {
+      if (this.socket === socket) this.closed(event);
+    };
+    socket.onerror = () => {};
+    return this;
+  }
+
+  // Close for good (no reconnect).
+  disconnect() {
+    this.stopped = true;
+    this.clearReconnect();
+    this.env?.removeEventListener?.("online", this.onOnline);
+    this.env?.removeEventListener?.("offline", this.onOffline);
+    this.document?.removeEventListener?.("visibilitychange", this.onVisible);
+    this.dropSocket(1000);
+    this.setStatus(Status.OFFLINE);
+  }
+
+  // Drop the current socket and connect again after a backoff delay.
+  reconnect(reason = "reconnect") {
+    this.dropSocket(4000, reason);
+    this.scheduleReconnect();
+  }
+
+  // The network or the tab came back: connect now unless live already.
+  reconnectSoon() {
+    if (this.stopped || this.status === Status.LIVE) return;
+    this.dropSocket(4000, "retry");
+    this.clearReconnect();
+    this.connect();
+  }
+
+  dropSocket(code, reason) {
+    const socket = this.socket;
+    this.socket = null;
+    this.welcome = null;
+    this.monitor.stop();
+    if (this.healthyTimer !== null) this.clock.clearTimeout(this.healthyTimer);
+    this.healthyTimer = null;
+    this.rejectPending("disconnected");
+    if (socket) {
+      try {
+        socket.close(code, reason);
+      } catch {
+        // already closing
+      }
+    }
+  }
+
+  closed(event) {
+    this.emit("close", event);
+    this.dropSocket();
+    if (!this.stopped) this.scheduleReconnect();
+  }
+
+  scheduleReconnect() {
+    if (this.stopped || this.reconnectTimer !== null) return;
+    if (this.status !== Status.OFFLINE) this.setStatus(Status.RECONNECTING);
+    const delay = this.backoff.next();
+    this.emit("reconnecting", delay);
+    this.reconnectTimer = this.clock.setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  clearReconnect() {
+    if (this.reconnectTimer !== null) this.clock.clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+  }
+
+  // --- frames
+  send(frame) {
+    if (!this.socket || this.socket.readyState !== OPEN || !this.welcome) return false;
+    const text = JSON.stringify(frame);
+    this.socket.send(text);
+    this.emit("send", frame);
+    return true;
+  }
+
+  nextId(prefix) {
+    this.counter += 1;
+    return `${prefix}-${this.counter}`;
+  }
+
+  // Send a frame with a fresh id; resolve with the answer, reject with an `error` frame.
+  request(frame) {
+    return new Promise((resolve, reject) => {
+      const id = this.nextId(frame.type);
+      if (!this.send({ ...frame, id })) {
+        reject(new RealtimeError({ code: "disconnected", message: "Not connected." }));
+        return;
+      }
+      this.pending.set(id, { resolve, reject });
+    });
+  }
+
+  ping() {
+    return this.send({ type: FrameType.PING, id: this.nextId("ping") });
+  }
+
+  rejectPending(code) {
+    for (const { reject } of this.pending.values()) {
+      reject(new RealtimeError({ code, message: "The connection closed before an answer." }));
+    }
+    this.pending.clear();
+  }
+
+  receive(text) {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      return;
+    }
+    this.monitor.recordFrame();
+    this.emit("frame", frame);
+    const waiting = frame.id !== undefined ? this.pending.get(frame.id) : undefined;
+    if (waiting) this.pending.delete(frame.id);
+    const subscription = frame.topic !== undefined ? this.subscriptions.get(frame.topic) : null;
+    switch (frame.type) {
+      case FrameType.WELCOME:
+        this.welcomed(frame);
+        break;
+      case FrameType.MESSAGE:
+        subscription?.handleMessage(frame);
+        break;
+      case FrameType.SUBSCRIBED:
+        subscription?.handleSubscribed(frame);
+        break;
+      case FrameType.ERROR:
+        if (waiting) waiting.reject(new RealtimeError(frame));
+        else subscription?.onError(new RealtimeError(frame));
+        break;
+      default:
+        waiting?.resolve(frame);
+    }
+  }
+
+  welcomed(frame) {
+    this.welcome = frame;
+    this.setStatus(Status.LIVE);
+    this.emit("welcome", frame);
+    this.monitor.start();
+    this.healthyTimer = this.clock.setTimeout(() => this.backoff.reset(), this.healthyAfter);
+    this.subscriptions.resubscribeAll();
+  }
+
+  // --- the application's API
+  subscribe(topic, callbacks = {}) {
+    return this.subscriptions.create(topic, callbacks);
+  }
+}
+
+export function createConsumer(url, options) {
+  return new Consumer(url, options).connect();
+}

@@ -1,0 +1,19 @@
+// The home page: each listed topic's latest message, kept current.
+import { dataText, pageConsumer, timeText } from "./common.js";
+
+const consumer = pageConsumer();
+for (const item of document.querySelectorAll("[data-topic]")) {
+  const subscription = consumer.subscribe(item.dataset.topic, {
+    onMessage(data, frame) {
+      item.querySelector(".latest").textContent = dataText(data);
+      item.querySelector(".seq").textContent = `#${frame.seq}`;
+      const when = item.querySelector(".when");
+      when.dateTime = frame.ts;
+      when.textContent = timeText(frame.ts);
+      item.dataset.seq = frame.seq;
+    },
+  });
+  // The page already shows the latest message: resume after it rather than replay the backlog.
+  const seq = Number(item.dataset.seq);
+  if (seq > 0) subscription.lastSeq = seq;
+}

@@ -1,0 +1,14 @@
+"""Template filters for showing message data as text, the same way the JS client does."""
+
+import json
+from typing import Any
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def data_text(data: Any) -> str:
+    """Strings as they are, anything else as indented JSON (escaped by the template)."""
+    return data if isinstance(data, str) else json.dumps(data, indent=2, ensure_ascii=False)

@@ -1,0 +1,56 @@
+"""Take the README's screenshots (1280x800, Debian's Chromium via Playwright) of a live site:
+the home page, a topic page and the console. Run: .venv/bin/python scripts/screenshots.py"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+from realtime.embedded import EmbeddedRedis  # noqa: E402
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.helpers.processes import Site  # noqa: E402
+
+OUT = ROOT / "docs" / "screenshots"
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(directory=Path(tmp) / "redis") as redis:
+        site = Site(Path(tmp), redis.url, REALTIME=json.dumps({"SCHEDULER_TICK": 0.5})).start()
+        try:
+            site.publish("news", json.dumps({"title": "Release 1.0", "body": "It is out."}))
+            for text in ("Hello!", "Anyone here?", "Yes, live from another tab."):
+                site.publish("chat", json.dumps({"text": text}))
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(site.url + "/")
+                expect(page.locator("#status")).to_have_text("live")
+                expect(page.locator('[data-topic="clock"] .latest')).to_contain_text("epoch")
+                page.screenshot(path=OUT / "home.png")
+                page.goto(site.url + "/topics/chat/")
+                expect(page.locator("#stream li")).to_have_count(3)
+                page.screenshot(path=OUT / "topic.png")
+                page.goto(site.url + "/console/")
+                expect(page.locator("#console-state")).to_have_text("open")
+                page.fill("#console-frame", '{"type": "subscribe", "topic": "news", "id": 1}')
+                page.click("#console-send")
+                page.fill("#console-frame", '{"type": "ping", "id": 2}')
+                page.click("#console-send")
+                expect(page.locator("#console-log li.in").first).to_contain_text("pong")
+                page.screenshot(path=OUT / "console.png")
+                browser.close()
+        finally:
+            site.stop()
+    print(f"screenshots in {OUT}")
+
+
+if __name__ == "__main__":
+    main()

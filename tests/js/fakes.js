@@ -1,0 +1,75 @@
+// Test doubles: a WebSocket the test drives by hand and a clock it advances.
+export class FakeClock {
+  constructor() {
+    this.time = 1000;
+    this.timers = new Map();
+    this.nextId = 1;
+  }
+  now() {
+    return this.time;
+  }
+  setTimeout(fn, ms) {
+    const id = this.nextId++;
+    this.timers.set(id, { at: this.time + ms, fn });
+    return id;
+  }
+  clearTimeout(id) {
+    this.timers.delete(id);
+  }
+  // Advance time by ms, running due timers in order.
+  advance(ms) {
+    const end = this.time + ms;
+    for (;;) {
+      const due = [...this.timers.entries()]
+        .filter(([, t]) => t.at <= end)
+        .sort((a, b) => a[1].at - b[1].at)[0];
+      if (!due) break;
+      this.timers.delete(due[0]);
+      this.time = due[1].at;
+      due[1].fn();
+    }
+    this.time = end;
+  }
+}
+
+export function fakeWebSocketClass() {
+  class FakeWebSocket {
+    static instances = [];
+    constructor(url, protocols) {
+      this.url = url;
+      this.protocols = protocols;
+      this.readyState = 0;
+      this.sent = [];
+      this.closedWith = null;
+      FakeWebSocket.instances.push(this);
+    }
+    send(text) {
+      this.sent.push(JSON.parse(text));
+    }
+    close(code, reason) {
+      this.closedWith = { code, reason };
+      this.readyState = 3;
+    }
+    // --- driven by the test
+    open() {
+      this.readyState = 1;
+      this.onopen?.({});
+    }
+    welcome() {
+      this.open();
+      this.receive({ type: "welcome", protocol: "realtime.v1", connection: "c", user: null,
+        limits: {} });
+    }
+    receive(frame) {
+      this.onmessage?.({ data: JSON.stringify(frame) });
+    }
+    serverClose(code = 1006) {
+      this.readyState = 3;
+      this.onclose?.({ code });
+    }
+    sentOfType(type) {
+      return this.sent.filter((f) => f.type === type);
+    }
+  }
+  return FakeWebSocket;
+}
