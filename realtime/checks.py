@@ -58,7 +58,7 @@ def check_realtime_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]
             isinstance(val, (list, tuple)) and all(isinstance(o, str) and "://" in o for o in val)
         ):
             problem = "a list of origins such as 'https://example.com'"
-        elif key == "REQUIRE_ORIGIN" and not isinstance(val, bool):
+        elif key in ("REQUIRE_ORIGIN", "CONSUMER_CHANNEL_LAYER") and not isinstance(val, bool):
             problem = "true or false"
         elif key == "CHANNEL_LAYER" and val not in getattr(settings, "CHANNEL_LAYERS", {}):
             problem = "an alias defined in CHANNEL_LAYERS"

@@ -30,8 +30,11 @@ DEFAULTS: dict[str, Any] = {
     "ALLOWED_ORIGINS": [],
     # Refuse handshakes without an Origin header (non-browser clients).
     "REQUIRE_ORIGIN": False,
-    # The channel layer alias used for fan-out.
+    # The channel layer whose Redis (hosts[0]) and prefix the fan-out engine uses.
     "CHANNEL_LAYER": "default",
+    # Give each consumer a channel-layer channel (for group_send from other code). Topics do
+    # not need it; turning it off saves a receive task per connection.
+    "CONSUMER_CHANNEL_LAYER": True,
 }
 
 

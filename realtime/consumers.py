@@ -1,23 +1,30 @@
 """The /ws/ endpoint: one thin consumer implementing the realtime.v1 protocol.
 
-Frame parsing lives in ``protocol``; database reads in the small helpers below; the channel
-layer is only joined and left here (``fanout`` is the only sender).
+Frame parsing lives in ``protocol``; database reads in the small helpers below; topic frames
+arrive from this process's ``engine.Hub`` by a direct call (``deliver``), not through the
+channel layer.
 
-Delivery guarantee: ``self.subscriptions[topic]`` is the last seq sent on this connection.
-An event at or below it is a duplicate and dropped; an event beyond the next seq means the
-layer lost something, and the gap is filled from the database before the event is sent.
+Delivery guarantee, per topic (``TopicState``): ``last`` is the last seq sent on this
+connection and ``target`` the highest seq known to exist. A frame at or below ``last`` is a
+duplicate and dropped; the frame right after ``last`` is sent at once; anything further means
+frames were lost, and a catch-up task reads ``last+1 .. target`` from the database. While a
+replay or catch-up runs (``busy``), live frames only raise ``target``, so frames are sent in
+order from one place at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import DEFAULT_CHANNEL_LAYER
 
-from realtime import fanout, protocol
+from realtime import engine, fanout, protocol
 from realtime.conf import realtime_settings
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Message, Source, Topic
@@ -30,6 +37,18 @@ logger = logging.getLogger("realtime.consumer")
 
 # Replayed and gap-filled messages are read from the database in pages of this size.
 PAGE = 500
+# How long a subscribe waits for this process's first Redis subscription before replaying.
+HUB_READY_TIMEOUT = 5.0
+
+
+@dataclass(slots=True)
+class TopicState:
+    """One subscription's delivery position."""
+
+    topic_id: int
+    last: int
+    target: int
+    busy: bool = False
 
 
 @database_sync_to_async
@@ -43,14 +62,19 @@ def topic_access(slug: str, user: Any) -> tuple[Topic | None, bool, bool]:
 
 
 @database_sync_to_async
+def latest_seq(topic_id: int) -> int:
+    return Topic.objects.filter(pk=topic_id).values_list("last_seq", flat=True).first() or 0
+
+
+@database_sync_to_async
 def read_messages(topic_id: int, after: int, upto: int) -> list[tuple[int, str]]:
-    """(seq, frame) of retained messages with after < seq <= upto, in order."""
+    """(seq, frame) of retained messages with after < seq <= upto, in order, one page."""
     rows = (
         Message.objects.filter(topic_id=topic_id, seq__gt=after, seq__lte=upto)
         .select_related("topic")
         .order_by("seq")[:PAGE]
     )
-    return [(m.seq, fanout.message_event(m)["frame"]) for m in rows]
+    return [(m.seq, fanout.frame(m)) for m in rows]
 
 
 @database_sync_to_async
@@ -64,11 +88,6 @@ def first_retained_seq(topic_id: int, after: int) -> int | None:
 
 
 @database_sync_to_async
-def topic_id_for(slug: str) -> int | None:
-    return Topic.objects.filter(slug=slug).values_list("id", flat=True).first()
-
-
-@database_sync_to_async
 def store(topic: Topic, data: Any, user: Any) -> Message:
     return publish(topic, data, source=Source.VISITOR, user=user)
 
@@ -76,9 +95,20 @@ def store(topic: Topic, data: Any, user: Any) -> Message:
 class RealtimeConsumer(AsyncWebsocketConsumer):
     """A visitor's socket: subscriptions, replay, visitor publish, ping."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The ordinary channel layer (a channel name, groups) is optional: topics do not need
+        # it, and without it a connection costs no layer receive task.
+        if not realtime_settings.CONSUMER_CHANNEL_LAYER:
+            self.channel_layer_alias = None
+        elif self.channel_layer_alias == DEFAULT_CHANNEL_LAYER:
+            self.channel_layer_alias = realtime_settings.CHANNEL_LAYER
+        self.subscriptions: dict[str, TopicState] = {}
+        self.hub: engine.Hub | None = None
+        self.tasks: set[asyncio.Task] = set()
+        self.closing = False
+
     async def connect(self) -> None:
-        self.subscriptions: dict[str, int] = {}
-        self.topic_ids: dict[str, int] = {}
         self.user = self.scope.get("user")
         self.address = ":".join(str(p) for p in (self.scope.get("client") or ("?",)))
         self.connection_id = uuid.uuid4().hex[:16]
@@ -100,6 +130,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.publish_bucket = TokenBucket(conf.PUBLISH_RATE_PER_S, conf.PUBLISH_BURST)
         # Bad frames and refusals: ABUSE_BUDGET at once, one more a second; then 1008.
         self.abuse_bucket = TokenBucket(1.0, max(1, conf.ABUSE_BUDGET))
+        self.hub = engine.hub()
+        self.hub.start()
         await self.accept(subprotocol=protocol.PROTOCOL if offered else None)
         await self.send(
             text_data=protocol.welcome(
@@ -116,12 +148,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     @property
     def username(self) -> str | None:
-        user = self.user
+        user = getattr(self, "user", None)
         return user.get_username() if user is not None and user.is_authenticated else None
 
     async def disconnect(self, code: int) -> None:
+        self.closing = True
         for slug in list(self.subscriptions):
-            await self._leave(slug)
+            self._leave(slug)
+        for task in list(self.tasks):
+            task.cancel()
         logger.info(
             "disconnect %s user=%s addr=%s code=%s",
             getattr(self, "connection_id", "-"),
@@ -179,25 +214,28 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 topic=slug,
             )
         topic, readable, _ = await topic_access(slug, self.user)
-        if topic is None:
-            if slug in self.subscriptions:
-                await self._leave(slug)
-            raise ProtocolError(protocol.NOT_FOUND, f"No topic {slug!r}.", id=frame.id, topic=slug)
-        if not readable:
-            if slug in self.subscriptions:
-                await self._leave(slug)
+        if topic is None or not readable:
+            self._leave(slug)  # access is checked again on every subscribe
+            if topic is None:
+                raise ProtocolError(
+                    protocol.NOT_FOUND, f"No topic {slug!r}.", id=frame.id, topic=slug
+                )
             raise ProtocolError(
                 protocol.FORBIDDEN, f"You may not read {slug!r}.", id=frame.id, topic=slug
             )
-        if slug in self.subscriptions:
+        state = self.subscriptions.get(slug)
+        if state is not None:
             # Already subscribed: confirm; nothing already sent is sent again.
             await self.send(text_data=protocol.subscribed(slug, topic.last_seq, True, id=frame.id))
-            await self._catch_up(slug, topic.last_seq)
+            self.advance(slug, topic.last_seq)
             return
-        # Join first, then read: anything stored after the read arrives as an event.
-        await self._join(slug)
-        self.topic_ids[slug] = topic.pk
-        latest = topic.last_seq
+        # Listen first, then read: anything stored after the read arrives from the hub.
+        state = TopicState(topic.pk, last=0, target=0, busy=True)
+        self.subscriptions[slug] = state
+        hub = self.hub or engine.hub()
+        hub.add(slug, self)
+        await hub.wait_ready(HUB_READY_TIMEOUT)
+        latest = await latest_seq(topic.pk)
         since = frame.since
         if since is None or since > latest:
             start, recovered = max(0, latest - topic.backlog), False
@@ -205,10 +243,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             start = since
             first = await first_retained_seq(topic.pk, since) if since < latest else None
             recovered = since == latest or first == since + 1
-        self.subscriptions[slug] = start
+        state.last = start
+        state.target = max(state.target, latest)
         await self.send(text_data=protocol.subscribed(slug, latest, recovered, id=frame.id))
-        await self._catch_up(slug, latest)
-        self.subscriptions[slug] = max(self.subscriptions[slug], latest)
+        await self._catch_up(slug, state)
         logger.info(
             "subscribe %s user=%s topic=%s since=%s seq=%s",
             self.connection_id,
@@ -220,8 +258,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def on_unsubscribe(self, frame: protocol.ClientFrame) -> None:
         slug = str(frame.topic)
-        if slug in self.subscriptions:
-            await self._leave(slug)
+        self._leave(slug)
         await self.send(text_data=protocol.unsubscribed(slug, id=frame.id))
 
     async def on_publish(self, frame: protocol.ClientFrame) -> None:
@@ -250,45 +287,60 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise ProtocolError(protocol.BAD_REQUEST, str(exc), id=frame.id, topic=slug) from None
         await self.send(text_data=protocol.published(slug, message.seq, id=frame.id))
 
-    # --- events from the channel layer (sent only by realtime.fanout) -----------------------
+    # --- from the hub (engine.Subscriber) ---------------------------------------------------
 
-    async def realtime_message(self, event: dict[str, Any]) -> None:
-        slug, seq = event["topic"], event["seq"]
-        last = self.subscriptions.get(slug)
-        if last is None or seq <= last:
-            return  # not subscribed (a stale membership), or a duplicate
-        if seq > last + 1:
-            await self._catch_up(slug, seq - 1)
-            if seq <= self.subscriptions[slug]:
-                return
-        await self.send(text_data=event["frame"])
-        self.subscriptions[slug] = seq
+    async def deliver(self, slug: str, seq: int, frame: str) -> None:
+        """A live frame of ``slug``: send it if it is the next one, else catch up."""
+        state = self.subscriptions.get(slug)
+        if state is None or seq <= state.last or self.closing:
+            return  # not subscribed, or a duplicate
+        if state.busy or seq != state.last + 1:
+            self.advance(slug, seq)
+            return
+        state.last = seq
+        if seq > state.target:
+            state.target = seq
+        await self.base_send({"type": "websocket.send", "text": frame})
+
+    def advance(self, slug: str, seq: int) -> None:
+        """``seq`` exists in ``slug``: fetch what this connection lacks up to it."""
+        state = self.subscriptions.get(slug)
+        if state is None or self.closing:
+            return
+        if seq > state.target:
+            state.target = seq
+        if state.last < state.target and not state.busy:
+            state.busy = True
+            task = asyncio.get_running_loop().create_task(self._catch_up(slug, state))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     # --- helpers ------------------------------------------------------------------------------
 
-    async def _catch_up(self, slug: str, upto: int) -> None:
-        """Send retained messages after the last one sent, up to ``upto``, from the database."""
-        topic_id = self.topic_ids.get(slug) or await topic_id_for(slug)
-        while self.subscriptions.get(slug, upto) < upto:
-            after = self.subscriptions[slug]
-            rows = await read_messages(topic_id, after, upto)
-            if not rows:
-                self.subscriptions[slug] = upto  # pruned: nothing left to send
-                return
-            for _seq, frame in rows:
-                await self.send(text_data=frame)
-            self.subscriptions[slug] = rows[-1][0]
-
-    async def _join(self, slug: str) -> None:
-        await self.channel_layer.group_add(fanout.group_name(slug), self.channel_name)
-
-    async def _leave(self, slug: str) -> None:
-        self.subscriptions.pop(slug, None)
-        self.topic_ids.pop(slug, None)
+    async def _catch_up(self, slug: str, state: TopicState) -> None:
+        """Send ``state.last+1 .. state.target`` from the database, in order (busy meanwhile)."""
+        state.busy = True
         try:
-            await self.channel_layer.group_discard(fanout.group_name(slug), self.channel_name)
+            while self.subscriptions.get(slug) is state and state.last < state.target:
+                rows = await read_messages(state.topic_id, state.last, state.target)
+                if self.subscriptions.get(slug) is not state or self.closing:
+                    return
+                if not rows:
+                    state.last = state.target  # pruned: nothing left to send
+                    break
+                for seq, frame in rows:
+                    if seq > state.last:
+                        state.last = seq
+                        await self.base_send({"type": "websocket.send", "text": frame})
         except Exception:
-            logger.warning("could not leave %s on %s", slug, self.connection_id, exc_info=True)
+            logger.warning("catch-up of %s on %s failed", slug, self.connection_id, exc_info=True)
+            # The next frame or head announcement for the topic tries again.
+        finally:
+            state.busy = False
+
+    def _leave(self, slug: str) -> None:
+        if self.subscriptions.pop(slug, None) is not None and self.hub is not None:
+            self.hub.discard(slug, self)
 
     async def _refuse(self, exc: ProtocolError) -> None:
         logger.debug("refused frame on %s: %s", self.connection_id, exc.code)

@@ -1,8 +1,9 @@
-"""Fan-out: the only module that sends topic events through the channel layer.
+"""Fan-out: the only module that sends topic messages to subscribers.
 
-Every event carries the message's frame already serialised, so a consumer writes it to its
-socket without re-encoding it per connection. The channel layer is a fast path: a message whose
-fan-out fails stays unmarked in the outbox and the scheduler's sweep sends it later.
+A stored message becomes one Redis PUBLISH carrying its frame, already serialised, so no
+process or connection re-encodes it (see ``realtime.engine`` for the receiving side). Redis is
+a fast path: a message whose fan-out fails stays unmarked in the outbox and the scheduler's
+sweep sends it later; consumers drop the duplicate if both arrive.
 """
 
 from __future__ import annotations
@@ -11,49 +12,29 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from realtime import protocol
-from realtime.conf import realtime_settings
+from realtime import engine, protocol
 
 logger = logging.getLogger("realtime.fanout")
 
-MESSAGE_EVENT = "realtime.message"
-GROUP_PREFIX = "realtime.topic."
+
+def frame(message: Any) -> str:
+    """The ``message`` frame of a stored ``Message`` (its topic must be loaded)."""
+    return protocol.message(message.topic.slug, message.seq, message.created_at, message.data)
 
 
-def group_name(slug: str) -> str:
-    """The channel-layer group of a topic; the slug must have passed ``is_valid_slug``."""
-    if not protocol.is_valid_slug(slug):
-        raise ValueError(f"{slug!r} is not a valid topic slug.")
-    return GROUP_PREFIX + slug
-
-
-def layer() -> Any:
-    return get_channel_layer(realtime_settings.CHANNEL_LAYER)
-
-
-def message_event(message: Any) -> dict[str, Any]:
-    """The channel-layer event for a stored ``Message`` (its topic must be loaded)."""
-    slug = message.topic.slug
-    return {
-        "type": MESSAGE_EVENT,
-        "topic": slug,
-        "seq": message.seq,
-        "frame": protocol.message(slug, message.seq, message.created_at, message.data),
-    }
+def send_now(messages: Iterable[Any]) -> list[int]:
+    """Publish the messages (one pipeline); return their ids. Raises when Redis fails."""
+    batch = list(messages)
+    engine.publish_sync((m.topic.slug, m.seq, frame(m)) for m in batch)
+    return [m.pk for m in batch]
 
 
 async def send(messages: Iterable[Any]) -> list[int]:
-    """Send each message to its topic's group; return the ids sent. Raises on layer failure."""
-    channel_layer = layer()
-    sent: list[int] = []
-    for message in messages:
-        await channel_layer.group_send(group_name(message.topic.slug), message_event(message))
-        sent.append(message.pk)
-    return sent
+    """``send_now`` from async code (the scheduler)."""
+    return await sync_to_async(send_now, thread_sensitive=False)(list(messages))
 
 
 def mark_fanned_out(ids: list[int]) -> None:
@@ -68,7 +49,7 @@ def mark_fanned_out(ids: list[int]) -> None:
 def fan_out_after_commit(message: Any) -> None:
     """The after-commit hook of ``publish()``: send now, or leave it to the outbox sweep."""
     try:
-        async_to_sync(send)([message])
+        send_now([message])
     except Exception:
         logger.warning(
             "Fan-out of %s#%s failed; the outbox sweep will send it.",
@@ -82,3 +63,12 @@ def fan_out_after_commit(message: Any) -> None:
     except Exception:
         # Sent but not marked: the sweep sends it again and consumers drop the duplicate.
         logger.warning("Could not mark %s as fanned out.", message, exc_info=True)
+
+
+def announce_heads(heads: dict[str, int]) -> None:
+    """Tell every process the latest seq of these topics, so a lost last message is fetched."""
+    engine.announce_heads_sync(heads)
+
+
+def subscriber_count(slug: str) -> int:
+    return engine.subscriber_count(slug)

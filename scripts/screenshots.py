@@ -22,7 +22,10 @@ OUT = ROOT / "docs" / "screenshots"
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(directory=Path(tmp) / "redis") as redis:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedRedis(directory=Path(tmp) / "redis") as redis,
+    ):
         site = Site(Path(tmp), redis.url, REALTIME=json.dumps({"SCHEDULER_TICK": 0.5})).start()
         try:
             site.publish("news", json.dumps({"title": "Release 1.0", "body": "It is out."}))

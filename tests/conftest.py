@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -47,6 +48,45 @@ def channel_layer(settings, redis_url):
     from channels.layers import get_channel_layer
 
     return get_channel_layer()
+
+
+class Listener:
+    """A raw Redis pub/sub client on every topic channel: what the engine publishes."""
+
+    def __init__(self):
+        import redis.asyncio as aioredis
+
+        from realtime import engine
+
+        url, self.prefix = engine.redis_config()
+        self.client = aioredis.Redis.from_url(url)
+        self.pubsub = self.client.pubsub()
+        self.channel_prefix = engine.topic_channel(self.prefix, "")
+
+    async def start(self) -> Listener:
+        await self.pubsub.psubscribe(self.channel_prefix + "*")
+        return self
+
+    async def next(self, timeout: float = TIMEOUT) -> tuple[str, int, dict[str, Any]]:
+        """The next (slug, seq, frame) published."""
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                if msg and msg["type"] == "pmessage":
+                    slug = msg["channel"].decode()[len(self.channel_prefix) :]
+                    seq, _, frame = msg["data"].decode().partition(" ")
+                    return slug, int(seq), json.loads(frame)
+
+    async def close(self) -> None:
+        await self.pubsub.aclose()
+        await self.client.aclose()
+
+
+@pytest.fixture
+async def listener():
+    found = await Listener().start()
+    yield found
+    await found.close()
 
 
 class WS:
@@ -144,6 +184,11 @@ async def connect():
             await ws.c.disconnect(timeout=0.3)
         except Exception:
             pass
+    from realtime import engine
+
+    for hub in engine.loop_hubs():
+        await hub.stop()
+    engine._hubs.pop(asyncio.get_running_loop(), None)
 
 
 @pytest.fixture

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-
 import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
 
-from realtime import fanout
 from realtime.models import Message, Topic
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,16 +55,14 @@ def test_topic_admin_refuses_bad_slug(staff_client):
     assert response.status_code == 200 and "A topic slug is" in response.content.decode()
 
 
-async def test_admin_add_message_publishes_to_subscribers(staff_client, channel_layer):
+async def test_admin_add_message_publishes_to_subscribers(staff_client, listener):
     topic = await database_sync_to_async(Topic.objects.create)(slug="news")
-    channel = await channel_layer.new_channel()
-    await channel_layer.group_add(fanout.group_name("news"), channel)
     response = await database_sync_to_async(staff_client.post)(
         "/admin/realtime/message/add/", {"topic": topic.pk, "data": '{"title": "from admin"}'}
     )
     assert response.status_code == 302, response.content.decode()[:2000]
-    event = await asyncio.wait_for(channel_layer.receive(channel), timeout=5)
-    assert json.loads(event["frame"])["data"] == {"title": "from admin"}
+    _, _, frame = await listener.next()
+    assert frame["data"] == {"title": "from admin"}
     message = await database_sync_to_async(Message.objects.select_related("author").get)()
     assert (message.seq, message.source, message.author.username) == (1, "admin", "boss")
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-
 import pytest
 from channels.db import database_sync_to_async
 from django.db import transaction
@@ -16,16 +13,6 @@ from realtime.models import Message, Topic
 from realtime.outbox import publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def listen(layer, slug: str) -> str:
-    channel = await layer.new_channel()
-    await layer.group_add(fanout.group_name(slug), channel)
-    return channel
-
-
-async def next_event(layer, channel: str) -> dict:
-    return await asyncio.wait_for(layer.receive(channel), timeout=5)
 
 
 def test_publish_allocates_consecutive_seq_per_topic(topic_factory):
@@ -75,14 +62,11 @@ def test_publish_refuses_unknown_source(topic_factory):
         publish("news", 1, source="telepathy")
 
 
-async def test_publish_fans_out_after_commit_with_serialised_frame(channel_layer):
+async def test_publish_fans_out_after_commit_with_serialised_frame(listener):
     await database_sync_to_async(Topic.objects.create)(slug="news")
-    channel = await listen(channel_layer, "news")
     message = await database_sync_to_async(publish)("news", {"x": "é"})
-    event = await next_event(channel_layer, channel)
-    assert event["type"] == "realtime.message"
-    assert (event["topic"], event["seq"]) == ("news", 1)
-    frame = json.loads(event["frame"])
+    slug, seq, frame = await listener.next()
+    assert (slug, seq) == ("news", 1)
     assert frame == {
         "type": "message",
         "topic": "news",
@@ -94,9 +78,8 @@ async def test_publish_fans_out_after_commit_with_serialised_frame(channel_layer
     assert message.fanned_out_at is not None
 
 
-async def test_publish_in_rolled_back_transaction_sends_nothing(channel_layer):
+async def test_publish_in_rolled_back_transaction_sends_nothing(listener):
     await database_sync_to_async(Topic.objects.create)(slug="news")
-    channel = await listen(channel_layer, "news")
 
     def rolled_back():
         with transaction.atomic():
@@ -105,29 +88,25 @@ async def test_publish_in_rolled_back_transaction_sends_nothing(channel_layer):
 
     await database_sync_to_async(rolled_back)()
     await database_sync_to_async(publish)("news", {"n": "kept"})
-    event = await next_event(channel_layer, channel)
-    assert json.loads(event["frame"])["data"] == {"n": "kept"}
+    _, _, frame = await listener.next()
+    assert frame["data"] == {"n": "kept"}
     assert await database_sync_to_async(Message.objects.count)() == 1
 
 
-async def test_failed_fan_out_is_left_for_the_sweep_which_sends_it(
-    channel_layer, monkeypatch, settings
-):
+async def test_failed_fan_out_is_left_for_the_sweep_which_sends_it(listener, monkeypatch, settings):
     settings.REALTIME = {"OUTBOX_GRACE": 0}
     await database_sync_to_async(Topic.objects.create)(slug="news")
-    channel = await listen(channel_layer, "news")
 
-    async def redis_down(messages):
+    def redis_down(messages):
         raise ConnectionError("Redis is down")
 
-    monkeypatch.setattr(fanout, "send", redis_down)
+    monkeypatch.setattr(fanout, "send_now", redis_down)
     message = await database_sync_to_async(publish)("news", {"n": 1})
     monkeypatch.undo()
     await database_sync_to_async(message.refresh_from_db)()
     assert message.fanned_out_at is None
     assert await outbox.sweep() == 1
-    event = await next_event(channel_layer, channel)
-    assert event["seq"] == 1
+    assert (await listener.next())[1] == 1
     await database_sync_to_async(message.refresh_from_db)()
     assert message.fanned_out_at is not None
     assert await outbox.sweep() == 0

@@ -71,18 +71,16 @@ async def test_unchanged_feed_data_is_not_republished():
     assert report.feeds_run == ["same"] and report.published == []
 
 
-async def test_tick_sweeps_outbox_and_prunes(settings, monkeypatch, channel_layer):
+async def test_tick_sweeps_outbox_and_prunes(settings, monkeypatch, listener):
     settings.REALTIME = {"OUTBOX_GRACE": 0}
     await database_sync_to_async(Topic.objects.create)(slug="news", retention=2)
-    channel = await channel_layer.new_channel()
-    await channel_layer.group_add(fanout.group_name("news"), channel)
     monkeypatch.setattr(fanout, "fan_out_after_commit", lambda m: None)  # Redis was down
     for i in range(4):
         await database_sync_to_async(outbox.publish)("news", i)
     monkeypatch.undo()
     report = await Scheduler(interval=1, feeds={}, clock=Clock()).tick(all_due=True)
     assert report.swept == 4 and report.pruned == 2
-    seqs = [(await asyncio.wait_for(channel_layer.receive(channel), 5))["seq"] for _ in range(4)]
+    seqs = [(await listener.next())[1] for _ in range(4)]
     assert seqs == [1, 2, 3, 4]
     assert await database_sync_to_async(
         lambda: list(Message.objects.values_list("seq", flat=True))

@@ -36,7 +36,8 @@ def test_visitor_publishes_on_chat_and_another_page_sees_it(site, new_page):
     writer.click("text=Publish")
     expect(writer.locator("#publish-result")).to_have_text("published as #1")
     expect(reader.locator("#stream li").first.locator(".data")).to_contain_text(
-        "hello from the browser")
+        "hello from the browser"
+    )
     expect(reader.locator("#stream li").first.locator(".seq")).to_have_text("#1")
 
 
@@ -48,10 +49,14 @@ def test_no_publish_form_where_visitors_may_not_publish(site, new_page):
 
 
 def test_private_topic_hidden_from_anonymous_and_open_to_group_member(site, new_page):
-    manage(site.env, "shell", "-c",
-           "from django.contrib.auth.models import User, Group;"
-           "u = User.objects.create_user('mia', password='mia-pass-123');"
-           "u.groups.add(Group.objects.get(name='members'))")
+    manage(
+        site.env,
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User, Group;"
+        "u = User.objects.create_user('mia', password='mia-pass-123');"
+        "u.groups.add(Group.objects.get(name='members'))",
+    )
     site.publish("staff-room", json.dumps({"text": "members only"}))
     page = new_page()
     live(page, site.url + "/")
@@ -62,7 +67,8 @@ def test_private_topic_hidden_from_anonymous_and_open_to_group_member(site, new_
     answer = page.evaluate("""() => new Promise((resolve) => {
         const ws = new WebSocket(location.origin.replace('http', 'ws') + '/ws/', 'realtime.v1');
         ws.onmessage = (e) => { const f = JSON.parse(e.data);
-          if (f.type === 'welcome') ws.send(JSON.stringify({type: 'subscribe', topic: 'staff-room'}));
+          if (f.type === 'welcome')
+            ws.send(JSON.stringify({type: 'subscribe', topic: 'staff-room'}));
           else resolve(f); };
     })""")
     assert answer["type"] == "error" and answer["code"] == "forbidden"
@@ -115,7 +121,8 @@ def test_console_sends_a_raw_frame_and_shows_the_answer(site, new_page):
     page.click("#console-send")
     expect(page.locator("#console-log li.out").first).to_contain_text("from-console")
     expect(page.locator("#console-log li.in").first).to_contain_text(
-        '{"type":"pong","id":"from-console"}')
+        '{"type":"pong","id":"from-console"}'
+    )
     page.fill("#console-frame", "not json")
     page.click("#console-send")
     expect(page.locator("#console-log li.in").first).to_contain_text("bad_json")
