@@ -87,7 +87,10 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # redis-py 8 caps a pool at 100 connections and raises beyond: allow more.
+            "hosts": [
+                {"address": REDIS_URL, "max_connections": env.int("REDIS_MAX_CONNECTIONS", 1000)}
+            ],
             "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=1000),
             "expiry": 60,
         },

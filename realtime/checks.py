@@ -13,6 +13,7 @@ _POSITIVE_INTS = ("MAX_FRAME_BYTES", "PUBLISH_BURST", "MAX_SUBSCRIPTIONS", "OUTB
 _NON_NEGATIVE_INTS = ("ABUSE_BUDGET", "DEFAULT_BACKLOG")
 _POSITIVE_NUMBERS = ("PUBLISH_RATE_PER_S", "SCHEDULER_TICK", "DEFAULT_RETENTION")
 _NON_NEGATIVE_NUMBERS = ("OUTBOX_GRACE",)
+_BOOLEANS = ("REQUIRE_ORIGIN", "CONSUMER_CHANNEL_LAYER", "DIRECT_WRITE")
 
 
 def _is_int(value: Any) -> bool:
@@ -58,7 +59,7 @@ def check_realtime_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]
             isinstance(val, (list, tuple)) and all(isinstance(o, str) and "://" in o for o in val)
         ):
             problem = "a list of origins such as 'https://example.com'"
-        elif key in ("REQUIRE_ORIGIN", "CONSUMER_CHANNEL_LAYER") and not isinstance(val, bool):
+        elif key in _BOOLEANS and not isinstance(val, bool):
             problem = "true or false"
         elif key == "CHANNEL_LAYER" and val not in getattr(settings, "CHANNEL_LAYERS", {}):
             problem = "an alias defined in CHANNEL_LAYERS"

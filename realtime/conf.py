@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     # Give each consumer a channel-layer channel (for group_send from other code). Topics do
     # not need it; turning it off saves a receive task per connection.
     "CONSUMER_CHANNEL_LAYER": True,
+    # Under daphne, write fanned-out frames straight to the sockets (realtime/wire.py).
+    "DIRECT_WRITE": True,
 }
 
 

@@ -24,7 +24,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import DEFAULT_CHANNEL_LAYER
 
-from realtime import engine, fanout, protocol
+from realtime import engine, fanout, protocol, wire
 from realtime.conf import realtime_settings
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Message, Source, Topic
@@ -105,6 +105,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             self.channel_layer_alias = realtime_settings.CHANNEL_LAYER
         self.subscriptions: dict[str, TopicState] = {}
         self.hub: engine.Hub | None = None
+        self.wire: Any = None
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
 
@@ -132,6 +133,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.abuse_bucket = TokenBucket(1.0, max(1, conf.ABUSE_BUDGET))
         self.hub = engine.hub()
         self.hub.start()
+        # daphne's protocol, for direct socket writes of fanned-out frames (see realtime.wire).
+        self.wire = (
+            wire.daphne_protocol(self.scope.get(wire.SCOPE_KEY)) if conf.DIRECT_WRITE else None
+        )
         await self.accept(subprotocol=protocol.PROTOCOL if offered else None)
         await self.send(
             text_data=protocol.welcome(
@@ -289,7 +294,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     # --- from the hub (engine.Subscriber) ---------------------------------------------------
 
-    async def deliver(self, slug: str, seq: int, frame: str) -> None:
+    async def deliver(self, slug: str, seq: int, frame: wire.Frame) -> None:
         """A live frame of ``slug``: send it if it is the next one, else catch up."""
         state = self.subscriptions.get(slug)
         if state is None or seq <= state.last or self.closing:
@@ -300,7 +305,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         state.last = seq
         if seq > state.target:
             state.target = seq
-        await self.base_send({"type": "websocket.send", "text": frame})
+        if self.wire is not None:
+            wire.write(self.wire, frame.wire)
+        else:
+            await self.base_send({"type": "websocket.send", "text": frame.text})
 
     def advance(self, slug: str, seq: int) -> None:
         """``seq`` exists in ``slug``: fetch what this connection lacks up to it."""

@@ -31,6 +31,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from realtime.conf import realtime_settings
+from realtime.wire import Frame
 
 logger = logging.getLogger("realtime.engine")
 
@@ -41,7 +42,7 @@ PRESENCE_EVERY, PRESENCE_TTL = 2.0, 10
 class Subscriber(Protocol):
     """What the hub needs of a local connection (``RealtimeConsumer`` implements it)."""
 
-    async def deliver(self, slug: str, seq: int, frame: str) -> None: ...
+    async def deliver(self, slug: str, seq: int, frame: Frame) -> None: ...
 
     def advance(self, slug: str, seq: int) -> None: ...
 
@@ -246,8 +247,9 @@ class Hub:
         subscribers = self.topics.get(slug)
         if not subscribers:
             return
-        seq_text, _, frame = data.decode().partition(" ")
+        seq_text, _, payload = data.partition(b" ")
         seq = int(seq_text)
+        frame = Frame(payload)  # decoded or framed once, for every local subscriber
         for subscriber in list(subscribers):
             try:
                 await subscriber.deliver(slug, seq, frame)

@@ -5,10 +5,11 @@ from channels.routing import URLRouter
 from django.urls import path
 
 from realtime.consumers import RealtimeConsumer
+from realtime.wire import RawSendMiddleware
 
 websocket_urlpatterns = [path("ws/", RealtimeConsumer.as_asgi())]
 
 
 def websocket_application():
     """The ASGI app for the ``websocket`` scope type."""
-    return AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+    return RawSendMiddleware(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))

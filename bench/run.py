@@ -1,0 +1,326 @@
+"""The benchmark: the product's fan-out against two baselines, in one run.
+
+    .venv/bin/python bench/run.py            # full run, writes bench/RESULTS.md and bench/*.png
+    .venv/bin/python bench/run.py --quick    # a smaller run (fewer sizes and rates)
+
+It starts its own embedded Redis, a fresh SQLite database and the servers:
+- product:  daphne serving project.asgi (realtime.publish → Redis → engine hub → sockets);
+- tutorial: daphne serving bench/tutorial_asgi.py (group_add / group_send / handler send);
+- raw:      bench/raw_server.py (websockets.broadcast from one Redis subscription);
+then drives them with bench/loadgen.py (clients) and bench/publisher.py (messages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from realtime.embedded import EmbeddedRedis, free_port, wait_for_port  # noqa: E402
+
+PY = sys.executable
+SERVERS = ("product", "tutorial", "raw")
+
+
+class Bench:
+    def __init__(self, workdir: Path, redis_url: str, quick: bool):
+        self.workdir = workdir
+        self.quick = quick
+        self.env = dict(
+            os.environ,
+            DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}",
+            REDIS_URL=redis_url,
+            DEBUG="1",
+            LOG_LEVEL="WARNING",
+            DJANGO_SETTINGS_MODULE="project.settings",
+            # The channels_redis default capacity, as in the tutorial.
+            CHANNEL_LAYER_CAPACITY="100",
+            REALTIME=json.dumps({"CONSUMER_CHANNEL_LAYER": False}),
+        )
+        self.procs: list[subprocess.Popen] = []
+        self.ports: dict[str, int] = {}
+        self.pids: dict[str, int] = {}
+        self.topic_counter = 0
+
+    # --- processes
+
+    def spawn(self, name: str, command: list[str], cwd: Path = ROOT) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115
+        line = "ulimit -n $(ulimit -Hn); exec " + shlex.join(command)
+        proc = subprocess.Popen(
+            ["bash", "-c", line], cwd=cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.procs.append(proc)
+        return proc
+
+    def start_servers(self) -> None:
+        subprocess.run(
+            [PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env, check=True
+        )
+        daphne = [PY, "-m", "daphne", "-v", "0", "--websocket_timeout", "-1", "-b", "127.0.0.1"]
+        specs = {
+            "product": (daphne + ["-p", "{port}", "project.asgi:application"], ROOT),
+            "product2": (daphne + ["-p", "{port}", "project.asgi:application"], ROOT),
+            "tutorial": (daphne + ["-p", "{port}", "tutorial_asgi:application"], BENCH),
+            "raw": ([PY, "raw_server.py", "--port", "{port}"], BENCH),
+        }
+        for name, (command, cwd) in specs.items():
+            port = free_port()
+            proc = self.spawn(name, [c.replace("{port}", str(port)) for c in command], cwd)
+            wait_for_port(port, timeout=60)
+            self.ports[name], self.pids[name] = port, proc.pid
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def rss(self, name: str) -> int:
+        return psutil.Process(self.pids[name]).memory_info().rss
+
+    def new_topic(self) -> str:
+        self.topic_counter += 1
+        slug = f"bench-{self.topic_counter}"
+        subprocess.run(
+            [PY, "manage.py", "topics", "add", slug, "--backlog", "0"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        return slug
+
+    # --- one scenario
+
+    def urls(self, servers: list[str]) -> list[str]:
+        return [f"ws://127.0.0.1:{self.ports[s]}/ws/" for s in servers]
+
+    def scenario(
+        self,
+        server: str,
+        clients: int,
+        rate: float,
+        seconds: float,
+        servers: list[str] | None = None,
+        on_ready=None,
+    ) -> dict:
+        """N clients on ``server`` (or several product processes), ``rate`` msgs/s."""
+        count = max(1, int(rate * seconds))
+        mode = "product" if server.startswith("product") else server
+        topic = self.new_topic() if mode == "product" else "bench"
+        args = [
+            PY,
+            str(BENCH / "loadgen.py"),
+            "--clients",
+            str(clients),
+            "--count",
+            str(count),
+            "--drain",
+            "5",
+        ]
+        for url in self.urls(servers or [server]):
+            args += ["--url", url]
+        if mode == "product":
+            args += ["--topic", topic]
+        gen = subprocess.Popen(
+            ["bash", "-c", "ulimit -n $(ulimit -Hn); exec " + shlex.join(args)],
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ready = json.loads(gen.stdout.readline())
+        if on_ready is not None:
+            on_ready()
+        started = time.monotonic()
+        subprocess.run(
+            [
+                PY,
+                str(BENCH / "publisher.py"),
+                "--mode",
+                mode,
+                "--topic",
+                topic,
+                "--count",
+                str(count),
+                "--rate",
+                str(rate),
+            ],
+            env=self.env,
+            check=True,
+            cwd=ROOT,
+        )
+        sent_seconds = time.monotonic() - started
+        gen.stdin.write("published\n")
+        gen.stdin.flush()
+        result = json.loads(gen.stdout.readline())
+        gen.wait(30)
+        span = (result["last_arrival"] or 0) - (result["first_arrival"] or 0)
+        result.update(
+            server=server,
+            rate=rate,
+            offered_per_s=rate * clients,
+            sent_seconds=sent_seconds,
+            delivered_per_s=result["received"] / span if span > 0 else 0.0,
+            open_seconds=ready["open_seconds"],
+        )
+        result["sustained"] = (
+            result["received"] >= 0.999 * result["expected"] and result["p99_ms"] <= 1000
+        )
+        print(
+            f"  {server:9} N={clients:5} rate={rate:6g}/s delivered={result['delivered_per_s']:9.0f}/s "
+            f"p50={result['p50_ms']:7.1f} p99={result['p99_ms']:8.1f} max={result['max_ms']:8.1f} ms "
+            f"lost={result['lost']} dup={result['duplicates']}",
+            flush=True,
+        )
+        return result
+
+    def memory(self, server: str, clients: int) -> dict:
+        """Open ``clients`` idle subscribed connections; time it and measure server memory."""
+        mode = "product" if server == "product" else server
+        before = self.rss(server)
+        args = [
+            PY,
+            str(BENCH / "loadgen.py"),
+            "--clients",
+            str(clients),
+            "--count",
+            "1",
+            "--hold",
+            "--url",
+            self.urls([server])[0],
+        ]
+        if mode == "product":
+            args += ["--topic", self.new_topic()]
+        gen = subprocess.Popen(
+            ["bash", "-c", "ulimit -n $(ulimit -Hn); exec " + shlex.join(args)],
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ready = json.loads(gen.stdout.readline())
+        time.sleep(1.0)  # let the server settle before reading its RSS
+        after = self.rss(server)
+        gen.stdin.write("done\n")
+        gen.stdin.flush()
+        gen.wait(60)
+        result = {
+            "server": server,
+            "clients": clients,
+            "open_seconds": ready["open_seconds"],
+            "rss_before_mb": before / 2**20,
+            "rss_after_mb": after / 2**20,
+            "kb_per_connection": (after - before) / clients / 1024,
+        }
+        print(
+            f"  {server:9} {clients} connections opened in {result['open_seconds']:.2f}s, "
+            f"{result['kb_per_connection']:.1f} KB each",
+            flush=True,
+        )
+        return result
+
+
+def scheduler_bench(env: dict) -> dict:
+    out = subprocess.run(
+        [PY, str(BENCH / "scheduler_bench.py"), "--feeds", "1000"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    print(
+        f"  scheduler: {result['feeds']} feeds, tick {result['tick_seconds']:.3f}s, "
+        f"published {result['published']}",
+        flush=True,
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
+    args = parser.parse_args()
+    command = "python bench/run.py" + (" --quick" if args.quick else "")
+    sizes = [100, 1000] if args.quick else [100, 500, 1000, 2000]
+    rates = [20, 60, 120] if args.quick else [20, 40, 60, 80, 100, 120]
+    results: dict = {"latency": [], "throughput": [], "two_processes": [], "memory": []}
+    with tempfile.TemporaryDirectory(prefix="realtime-bench-") as tmp:
+        workdir = Path(tmp)
+        with EmbeddedRedis(directory=workdir / "redis") as redis:
+            bench = Bench(workdir, redis.url, args.quick)
+            try:
+                bench.start_servers()
+                print("== latency at 20 messages/s, by number of subscribers", flush=True)
+                for n in sizes:
+                    for server in SERVERS:
+                        results["latency"].append(bench.scenario(server, n, 20, 5))
+                print("== throughput with 1000 subscribers, rising rates", flush=True)
+                for server in SERVERS:
+                    for rate in rates:
+                        r = bench.scenario(server, 1000, rate, 4)
+                        results["throughput"].append(r)
+                        if not r["sustained"]:
+                            break
+                print("== two product processes (daphne on two ports), one topic", flush=True)
+                for rate in (20, 60):
+                    results["two_processes"].append(
+                        bench.scenario("product", 1000, rate, 4, servers=["product", "product2"])
+                    )
+                print("== opening connections; memory per idle subscribed connection", flush=True)
+                for server in SERVERS:
+                    results["memory"].append(bench.memory(server, 5000))
+                print("== scheduler", flush=True)
+                results["scheduler"] = scheduler_bench(bench.env)
+            finally:
+                bench.stop()
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30),
+    }
+    results["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    results["command"] = command
+    (BENCH / "results.json").write_text(json.dumps(results, indent=1))
+    from report import write_report
+
+    write_report(results, Path(args.out))
+    print(f"wrote {args.out}")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
