@@ -212,7 +212,10 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--topic", help="subscribe to this topic after the handshake")
-    parser.add_argument("--drain", type=float, default=10.0)
+    parser.add_argument("--drain", type=float, default=10.0,
+                        help="stop when nothing arrived for this long after publishing")
+    parser.add_argument("--max-wait", type=float, default=20.0,
+                        help="stop this long after publishing ended, whatever still arrives")
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument(
         "--hold",
@@ -236,7 +239,8 @@ async def main() -> None:
     start_line = await loop.run_in_executor(None, sys.stdin.readline)  # publisher finished
     del start_line
     last_count, quiet_since = -1, time.monotonic()
-    while not stats.done.is_set():
+    give_up = time.monotonic() + args.max_wait
+    while not stats.done.is_set() and time.monotonic() < give_up:
         try:
             await asyncio.wait_for(stats.done.wait(), 0.5)
         except TimeoutError:

@@ -46,23 +46,22 @@ def mark_fanned_out(ids: list[int]) -> None:
         )
 
 
-def fan_out_after_commit(message: Any) -> None:
+def fan_out_after_commit(messages: list[Any]) -> None:
     """The after-commit hook of ``publish()``: send now, or leave it to the outbox sweep."""
     try:
-        send_now([message])
+        ids = send_now(messages)
     except Exception:
         logger.warning(
-            "Fan-out of %s#%s failed; the outbox sweep will send it.",
-            message.topic.slug,
-            message.seq,
+            "Fan-out of %s failed; the outbox sweep will send it.",
+            ", ".join(f"{m.topic.slug}#{m.seq}" for m in messages[:5]),
             exc_info=True,
         )
         return
     try:
-        mark_fanned_out([message.pk])
+        mark_fanned_out(ids)
     except Exception:
         # Sent but not marked: the sweep sends it again and consumers drop the duplicate.
-        logger.warning("Could not mark %s as fanned out.", message, exc_info=True)
+        logger.warning("Could not mark %d message(s) as fanned out.", len(ids), exc_info=True)
 
 
 def announce_heads(heads: dict[str, int]) -> None:

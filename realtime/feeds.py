@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import F
+
 from realtime.protocol import is_valid_slug
 
 logger = logging.getLogger("realtime.feeds")
@@ -82,21 +84,51 @@ def canonical(data: Any) -> str:
 
 def run_feed(item: Feed) -> Any:
     """Run one feed now; publish and return the new Message if its data changed, else None."""
-    from realtime.models import Message, Source, Topic
-    from realtime.outbox import publish
+    published, failed = run_feeds([item])
+    if failed:
+        raise failed[0][1]
+    return published[0] if published else None
 
-    topic = Topic.objects.filter(slug=item.topic).first() or ensure_topic(item)
-    if not topic.enabled:
-        return None
-    data = item.func()
-    latest = (
-        Message.objects.filter(topic=topic).order_by("-seq").values_list("data", flat=True).first()
+
+def run_feeds(items: list[Feed]) -> tuple[list[Any], list[tuple[str, Exception]]]:
+    """Run feeds; publish in one transaction the data that changed.
+
+    Returns (new messages, [(topic, exception)] of the feeds that failed). One failing feed
+    does not stop the others.
+    """
+    from realtime.models import Message, Source, Topic
+    from realtime.outbox import publish_many
+
+    topics = {t.slug: t for t in Topic.objects.filter(slug__in=[i.topic for i in items])}
+    for item in items:
+        if item.topic not in topics:
+            topics[item.topic] = ensure_topic(item)
+    live = [t for t in topics.values() if t.enabled and t.last_seq > 0]
+    latest = dict(
+        Message.objects.filter(topic__in=live, seq=F("topic__last_seq")).values_list(
+            "topic_id", "data"
+        )
     )
-    if latest is not None and canonical(latest) == canonical(data):
-        return None
-    message = publish(topic, data, source=Source.FEED)
-    logger.info("feed %s published %s#%s", item.name, topic.slug, message.seq)
-    return message
+    changed: list[tuple[Any, Any]] = []
+    failed: list[tuple[str, Exception]] = []
+    for item in items:
+        topic = topics[item.topic]
+        if not topic.enabled:
+            continue
+        try:
+            data = item.func()
+            text = canonical(data)
+        except Exception as exc:
+            logger.exception("feed %s for topic %s failed", item.name, item.topic)
+            failed.append((item.topic, exc))
+            continue
+        if topic.pk in latest and canonical(latest[topic.pk]) == text:
+            continue
+        changed.append((topic, data))
+    messages = publish_many(changed, source=Source.FEED)
+    for message in messages:
+        logger.info("feed published %s#%s", message.topic.slug, message.seq)
+    return messages, failed
 
 
 def ensure_topic(item: Feed) -> Any:

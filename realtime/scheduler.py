@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
+from django.db.models import F
 
 from realtime import outbox
 from realtime.conf import realtime_settings
-from realtime.feeds import Feed, registry, run_feed
+from realtime.feeds import Feed, registry, run_feeds
 
 logger = logging.getLogger("realtime.scheduler")
 
@@ -37,9 +38,9 @@ class TickReport:
 
 
 @sync_to_async
-def _run_feed(item: Feed):
+def _run_feeds(items: list[Feed]) -> tuple[list, list]:
     close_old_connections()
-    return run_feed(item)
+    return run_feeds(items)
 
 
 @sync_to_async
@@ -48,7 +49,8 @@ def _prune() -> int:
 
     close_old_connections()
     total = 0
-    for topic in Topic.objects.filter(last_seq__gt=0).only("id", "last_seq", "retention"):
+    beyond = Topic.objects.filter(last_seq__gt=F("retention")).only("id", "last_seq", "retention")
+    for topic in beyond:
         total += outbox.prune(topic)
     return total
 
@@ -79,15 +81,14 @@ class Scheduler:
         """Run one tick. Feed failures are reported; sweep or prune failures raise."""
         report = TickReport()
         now = self.clock()
-        for item in list(self.feeds.values()) if all_due else self.due(now):
+        due = list(self.feeds.values()) if all_due else self.due(now)
+        for item in due:
             self.next_due[item.topic] = now + item.every
-            report.feeds_run.append(item.topic)
-            try:
-                if await _run_feed(item) is not None:
-                    report.published.append(item.topic)
-            except Exception:
-                logger.exception("feed %s for topic %s failed", item.name, item.topic)
-                report.failed.append(item.topic)
+        if due:
+            report.feeds_run = [item.topic for item in due]
+            messages, failed = await _run_feeds(due)
+            report.published = [m.topic.slug for m in messages]
+            report.failed = [topic for topic, _ in failed]
         report.swept = await outbox.sweep()
         if all_due or now >= self.next_prune:
             report.pruned = await _prune()

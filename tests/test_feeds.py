@@ -70,3 +70,17 @@ def test_clock_feed_changes_and_site_stats_follow_database(django_user_model):
     assert run_feed(stats) is None  # nothing changed
     django_user_model.objects.create_user("new")
     assert run_feed(stats).data["users"] == 1
+
+
+def test_run_feeds_publishes_changed_ones_and_isolates_failures():
+    from realtime.feeds import run_feeds
+
+    def broken():
+        raise RuntimeError("nope")
+
+    items = [Feed("f-1", lambda: 1, 1.0), Feed("f-2", broken, 1.0), Feed("f-3", lambda: 3, 1.0)]
+    messages, failed = run_feeds(items)
+    assert sorted(m.topic.slug for m in messages) == ["f-1", "f-3"]
+    assert [(topic, str(exc)) for topic, exc in failed] == [("f-2", "nope")]
+    messages, failed = run_feeds(items)
+    assert messages == [] and len(failed) == 1  # unchanged data is not republished

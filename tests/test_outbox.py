@@ -153,3 +153,32 @@ def test_pending_lists_oldest_first(topic_factory, settings, monkeypatch):
         publish("news", i)
     Message.objects.filter(seq=3).update(created_at=timezone.now() - timezone.timedelta(hours=1))
     assert [m.seq for m in outbox.pending()] == [3, 1, 2]
+
+
+async def test_publish_many_allocates_per_topic_and_fans_out_all(listener):
+    from realtime.outbox import publish_many
+
+    await database_sync_to_async(Topic.objects.create)(slug="a")
+    await database_sync_to_async(Topic.objects.create)(slug="b")
+    await database_sync_to_async(publish)("a", "first")
+    messages = await database_sync_to_async(publish_many)(
+        [("a", 1), ("b", 2), ("a", 3)], source="feed"
+    )
+    assert [(m.topic.slug, m.seq) for m in messages] == [("a", 2), ("b", 1), ("a", 3)]
+    seen = {(await listener.next())[:2] for _ in range(4)}
+    assert seen == {("a", 1), ("a", 2), ("b", 1), ("a", 3)}
+    assert await database_sync_to_async(
+        lambda: dict(Topic.objects.values_list("slug", "last_seq"))
+    )() == {"a": 3, "b": 1}
+
+
+def test_publish_many_refuses_everything_when_one_item_is_bad(topic_factory):
+    from realtime.outbox import publish_many
+
+    topic_factory("a")
+    with pytest.raises(InvalidMessage):
+        publish_many([("a", 1), ("a", {1, 2})])
+    with pytest.raises(TopicNotFound):
+        publish_many([("a", 1), ("nope", 2)])
+    assert Message.objects.count() == 0 and Topic.objects.get().last_seq == 0
+    assert publish_many([]) == []

@@ -1,0 +1,162 @@
+"""Turn bench/results.json into bench/RESULTS.md and the plot bench/fanout.png."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+LABELS = {"product": "product (realtime engine)", "tutorial": "Channels tutorial design",
+          "raw": "raw websockets broadcast"}
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for server, style in (("product", "o-"), ("raw", "s--"), ("tutorial", "^:")):
+        rows = [r for r in results["latency"] if r["server"] == server]
+        n = [r["clients"] for r in rows]
+        left.plot(n, [r["p50_ms"] for r in rows], style, label=f"{LABELS[server]} p50")
+        left.plot(n, [r["p99_ms"] for r in rows], style, alpha=0.4, label=f"{server} p99")
+        right.plot(n, [r["delivered_per_s"] for r in rows], style, label=LABELS[server])
+    left.set_yscale("log")
+    left.set_xlabel("subscribers (N), 20 messages/s")
+    left.set_ylabel("latency, ms (log)")
+    left.legend(fontsize=7)
+    left.grid(alpha=0.3)
+    right.set_xlabel("subscribers (N), 20 messages/s")
+    right.set_ylabel("deliveries per second")
+    right.plot([r["clients"] for r in results["latency"] if r["server"] == "raw"],
+               [20 * r["clients"] for r in results["latency"] if r["server"] == "raw"],
+               "k-", alpha=0.15, label="offered")
+    right.legend(fontsize=7)
+    right.grid(alpha=0.3)
+    fig.suptitle("Fan-out: latency and throughput against the number of subscribers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    return "–" if value != value else f"{value:,.{digits}f}"  # NaN → dash
+
+
+def max_sustained(results: dict, server: str) -> dict | None:
+    rows = [r for r in results["throughput"] if r["server"] == server and r["sustained"]]
+    return max(rows, key=lambda r: r["delivered_per_s"]) if rows else None
+
+
+def write_report(results: dict, out: Path) -> None:
+    plot(results, out.parent / "fanout.png")
+    m = results["machine"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- Date: {results['date']}",
+        f"- Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, {m['platform']}, "
+        f"Python {m['python']}. Load generator, publisher, Redis and servers all on this machine.",
+        f"- Command: `{results['command']}` (from the repository root, after `scripts/setup dev`)",
+        "- Servers: **product** = daphne + `project.asgi` (publish → database → Redis PUBLISH →"
+        " one subscription per process → direct socket writes); **tutorial** = daphne + a"
+        " consumer that joins a group, `group_send`, handler sends (channels_redis core layer,"
+        " default capacity 100); **raw** = `websockets.broadcast` from one Redis subscription.",
+        "- The product's messages go through `realtime.publish()` (stored in SQLite, then fanned"
+        " out); the baselines get the same frame straight from the publisher.",
+        "- Latency: send timestamp inside each message to arrival at the client. Lost and"
+        " duplicated: per client, by message index. A rate counts as *sustained* when ≥ 99.9 %"
+        " of deliveries arrive and p99 ≤ 1 s.",
+        "",
+        "![latency and throughput](fanout.png)",
+        "",
+        "## Latency at 20 messages/s",
+        "",
+        "| server | N | delivered/s | p50 ms | p90 ms | p99 ms | max ms | lost | dup |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["latency"]:
+        lines.append(
+            f"| {r['server']} | {r['clients']} | {fmt(r['delivered_per_s'], 0)} | "
+            f"{fmt(r['p50_ms'])} | {fmt(r['p90_ms'])} | {fmt(r['p99_ms'])} | "
+            f"{fmt(r['max_ms'])} | {r['lost']} | {r['duplicates']} |"
+        )
+    lines += ["", "## Throughput with 1,000 subscribers (rising message rate)", "",
+              "| server | messages/s | offered deliveries/s | delivered/s | p50 ms | p99 ms | "
+              "lost | dup | sustained |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|:-:|"]
+    for r in results["throughput"]:
+        lines.append(
+            f"| {r['server']} | {r['rate']:g} | {fmt(r['offered_per_s'], 0)} | "
+            f"{fmt(r['delivered_per_s'], 0)} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
+            f"{r['lost']} | {r['duplicates']} | {'yes' if r['sustained'] else 'no'} |"
+        )
+    lines += ["", "## Two product processes (two daphne ports, clients split between them)", "",
+              "| messages/s | N | delivered/s | p50 ms | p99 ms | lost | dup |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results["two_processes"]:
+        lines.append(
+            f"| {r['rate']:g} | {r['clients']} | {fmt(r['delivered_per_s'], 0)} | "
+            f"{fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['lost']} | {r['duplicates']} |"
+        )
+    lines += ["", "## Opening connections and memory", "",
+              "| server | connections | opened in s | server RSS before MB | after MB | "
+              "KB per idle subscribed connection |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for r in results["memory"]:
+        lines.append(
+            f"| {r['server']} | {r['clients']} | {fmt(r['open_seconds'], 2)} | "
+            f"{fmt(r['rss_before_mb'])} | {fmt(r['rss_after_mb'])} | "
+            f"{fmt(r['kb_per_connection'])} |"
+        )
+    s = results["scheduler"]
+    lines += ["", "## Scheduler", "",
+              f"{s['feeds']} topics with feeds all due in one tick: the tick took "
+              f"{s['tick_seconds']:.3f} s (worst of the ticks after the first: {s['ticks']}), "
+              f"publishing {s['published']} messages.", ""]
+    lines += targets(results)
+    out.write_text("\n".join(lines) + "\n")
+
+
+def targets(results: dict) -> list[str]:
+    lat = {r["server"]: r for r in results["latency"] if r["clients"] == 1000}
+    p = lat.get("product", {})
+    best = {s: max_sustained(results, s) for s in ("product", "raw", "tutorial")}
+    mem = {r["server"]: r for r in results["memory"]}
+
+    def rate(server: str) -> float:
+        return best[server]["delivered_per_s"] if best[server] else float("nan")
+
+    ratio_raw = rate("product") / rate("raw")
+    ratio_tut = rate("product") / rate("tutorial")
+    rows = [
+        ("1,000 subscribers × 20 msg/s: p50 ≤ 10 ms", f"{fmt(p.get('p50_ms', float('nan')))} ms",
+         p.get("p50_ms", 1e9) <= 10),
+        ("… p99 ≤ 50 ms", f"{fmt(p.get('p99_ms', float('nan')))} ms", p.get("p99_ms", 1e9) <= 50),
+        ("… nothing lost or duplicated", f"lost {p.get('lost')}, dup {p.get('duplicates')}",
+         p.get("lost") == 0 and p.get("duplicates") == 0),
+        ("max sustained ≥ 0.9 × raw", f"{fmt(rate('product'), 0)}/s vs {fmt(rate('raw'), 0)}/s"
+         f" = {ratio_raw:.2f}×", ratio_raw >= 0.9),
+        ("max sustained ≥ 15 × tutorial", f"vs {fmt(rate('tutorial'), 0)}/s = {ratio_tut:.1f}×",
+         ratio_tut >= 15),
+        ("5,000 connections opened in ≤ 3 s",
+         f"{fmt(mem.get('product', {}).get('open_seconds', float('nan')), 2)} s",
+         mem.get("product", {}).get("open_seconds", 1e9) <= 3),
+        ("≤ 40 KB per idle subscribed connection",
+         f"{fmt(mem.get('product', {}).get('kb_per_connection', float('nan')))} KB",
+         mem.get("product", {}).get("kb_per_connection", 1e9) <= 40),
+        ("scheduler: 1,000 due feeds within a 1 s tick",
+         f"{results['scheduler']['tick_seconds']:.3f} s",
+         results["scheduler"]["tick_seconds"] <= 1),
+    ]
+    lines = ["## Targets (issue 4), from this run", "", "| target | measured | met |",
+             "|---|---|:-:|"]
+    lines += [f"| {t} | {v} | {'yes' if ok else '**no**'} |" for t, v, ok in rows]
+    return lines
+
+
+if __name__ == "__main__":
+    data = json.loads((BENCH / "results.json").read_text())
+    write_report(data, Path(sys.argv[1]) if len(sys.argv) > 1 else BENCH / "RESULTS.md")
