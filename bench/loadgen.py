@@ -79,6 +79,7 @@ class Client(asyncio.Protocol):
         self.handshaken = False
         self.transport: asyncio.Transport | None = None
         self.seen = bytearray(stats.count)
+        self.subscribed: asyncio.Future | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
@@ -108,10 +109,7 @@ class Client(asyncio.Protocol):
                 return
             del buf[: end + 4]
             self.handshaken = True
-            if self.subscribe is not None:
-                assert self.transport is not None
-                self.transport.write(client_frame(self.subscribe))
-            elif not self.ready.done():
+            if not self.ready.done():
                 self.ready.set_result(True)
         pos, size = 0, len(buf)
         while size - pos >= 2:
@@ -162,10 +160,16 @@ class Client(asyncio.Protocol):
                 stats.done.set()
             return
         kind = json.loads(payload).get("type")
-        if kind == "subscribed" and not self.ready.done():
-            self.ready.set_result(True)
+        if kind == "subscribed" and self.subscribed is not None and not self.subscribed.done():
+            self.subscribed.set_result(True)
         else:
             self.stats.other_frames += 1
+
+    def send_subscribe(self) -> asyncio.Future:
+        self.subscribed = asyncio.get_running_loop().create_future()
+        assert self.transport is not None and self.subscribe is not None
+        self.transport.write(client_frame(self.subscribe))
+        return self.subscribed
 
 
 async def open_clients(
@@ -212,10 +216,18 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--topic", help="subscribe to this topic after the handshake")
-    parser.add_argument("--drain", type=float, default=10.0,
-                        help="stop when nothing arrived for this long after publishing")
-    parser.add_argument("--max-wait", type=float, default=20.0,
-                        help="stop this long after publishing ended, whatever still arrives")
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=10.0,
+        help="stop when nothing arrived for this long after publishing",
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=20.0,
+        help="stop this long after publishing ended, whatever still arrives",
+    )
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument(
         "--hold",

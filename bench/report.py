@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-LABELS = {"product": "product (realtime engine)", "tutorial": "Channels tutorial design",
-          "raw": "raw websockets broadcast"}
+LABELS = {
+    "product": "product (realtime engine)",
+    "tutorial": "Channels tutorial design",
+    "raw": "raw websockets broadcast",
+}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -31,9 +34,13 @@ def plot(results: dict, path: Path) -> None:
     left.grid(alpha=0.3)
     right.set_xlabel("subscribers (N), 20 messages/s")
     right.set_ylabel("deliveries per second")
-    right.plot([r["clients"] for r in results["latency"] if r["server"] == "raw"],
-               [20 * r["clients"] for r in results["latency"] if r["server"] == "raw"],
-               "k-", alpha=0.15, label="offered")
+    right.plot(
+        [r["clients"] for r in results["latency"] if r["server"] == "raw"],
+        [20 * r["clients"] for r in results["latency"] if r["server"] == "raw"],
+        "k-",
+        alpha=0.15,
+        label="offered",
+    )
     right.legend(fontsize=7)
     right.grid(alpha=0.3)
     fig.suptitle("Fan-out: latency and throughput against the number of subscribers")
@@ -83,28 +90,40 @@ def write_report(results: dict, out: Path) -> None:
             f"{fmt(r['p50_ms'])} | {fmt(r['p90_ms'])} | {fmt(r['p99_ms'])} | "
             f"{fmt(r['max_ms'])} | {r['lost']} | {r['duplicates']} |"
         )
-    lines += ["", "## Throughput with 1,000 subscribers (rising message rate)", "",
-              "| server | messages/s | offered deliveries/s | delivered/s | p50 ms | p99 ms | "
-              "lost | dup | sustained |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|:-:|"]
+    lines += [
+        "",
+        "## Throughput with 1,000 subscribers (rising message rate)",
+        "",
+        "| server | messages/s | offered deliveries/s | delivered/s | p50 ms | p99 ms | "
+        "lost | dup | sustained |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|:-:|",
+    ]
     for r in results["throughput"]:
         lines.append(
             f"| {r['server']} | {r['rate']:g} | {fmt(r['offered_per_s'], 0)} | "
             f"{fmt(r['delivered_per_s'], 0)} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
             f"{r['lost']} | {r['duplicates']} | {'yes' if r['sustained'] else 'no'} |"
         )
-    lines += ["", "## Two product processes (two daphne ports, clients split between them)", "",
-              "| messages/s | N | delivered/s | p50 ms | p99 ms | lost | dup |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Two product processes (two daphne ports, clients split between them)",
+        "",
+        "| messages/s | N | delivered/s | p50 ms | p99 ms | lost | dup |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results["two_processes"]:
         lines.append(
             f"| {r['rate']:g} | {r['clients']} | {fmt(r['delivered_per_s'], 0)} | "
             f"{fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {r['lost']} | {r['duplicates']} |"
         )
-    lines += ["", "## Opening connections and memory", "",
-              "| server | connections | opened in s | server RSS before MB | after MB | "
-              "KB per idle subscribed connection |",
-              "|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Opening connections and memory",
+        "",
+        "| server | connections | opened in s | server RSS before MB | after MB | "
+        "KB per idle subscribed connection |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in results["memory"]:
         lines.append(
             f"| {r['server']} | {r['clients']} | {fmt(r['open_seconds'], 2)} | "
@@ -112,10 +131,15 @@ def write_report(results: dict, out: Path) -> None:
             f"{fmt(r['kb_per_connection'])} |"
         )
     s = results["scheduler"]
-    lines += ["", "## Scheduler", "",
-              f"{s['feeds']} topics with feeds all due in one tick: the tick took "
-              f"{s['tick_seconds']:.3f} s (worst of the ticks after the first: {s['ticks']}), "
-              f"publishing {s['published']} messages.", ""]
+    lines += [
+        "",
+        "## Scheduler",
+        "",
+        f"{s['feeds']} topics with feeds all due in one tick: the tick took "
+        f"{s['tick_seconds']:.3f} s (worst of the ticks after the first: {s['ticks']}), "
+        f"publishing {s['published']} messages.",
+        "",
+    ]
     lines += targets(results)
     out.write_text("\n".join(lines) + "\n")
 
@@ -132,27 +156,49 @@ def targets(results: dict) -> list[str]:
     ratio_raw = rate("product") / rate("raw")
     ratio_tut = rate("product") / rate("tutorial")
     rows = [
-        ("1,000 subscribers × 20 msg/s: p50 ≤ 10 ms", f"{fmt(p.get('p50_ms', float('nan')))} ms",
-         p.get("p50_ms", 1e9) <= 10),
+        (
+            "1,000 subscribers × 20 msg/s: p50 ≤ 10 ms",
+            f"{fmt(p.get('p50_ms', float('nan')))} ms",
+            p.get("p50_ms", 1e9) <= 10,
+        ),
         ("… p99 ≤ 50 ms", f"{fmt(p.get('p99_ms', float('nan')))} ms", p.get("p99_ms", 1e9) <= 50),
-        ("… nothing lost or duplicated", f"lost {p.get('lost')}, dup {p.get('duplicates')}",
-         p.get("lost") == 0 and p.get("duplicates") == 0),
-        ("max sustained ≥ 0.9 × raw", f"{fmt(rate('product'), 0)}/s vs {fmt(rate('raw'), 0)}/s"
-         f" = {ratio_raw:.2f}×", ratio_raw >= 0.9),
-        ("max sustained ≥ 15 × tutorial", f"vs {fmt(rate('tutorial'), 0)}/s = {ratio_tut:.1f}×",
-         ratio_tut >= 15),
-        ("5,000 connections opened in ≤ 3 s",
-         f"{fmt(mem.get('product', {}).get('open_seconds', float('nan')), 2)} s",
-         mem.get("product", {}).get("open_seconds", 1e9) <= 3),
-        ("≤ 40 KB per idle subscribed connection",
-         f"{fmt(mem.get('product', {}).get('kb_per_connection', float('nan')))} KB",
-         mem.get("product", {}).get("kb_per_connection", 1e9) <= 40),
-        ("scheduler: 1,000 due feeds within a 1 s tick",
-         f"{results['scheduler']['tick_seconds']:.3f} s",
-         results["scheduler"]["tick_seconds"] <= 1),
+        (
+            "… nothing lost or duplicated",
+            f"lost {p.get('lost')}, dup {p.get('duplicates')}",
+            p.get("lost") == 0 and p.get("duplicates") == 0,
+        ),
+        (
+            "max sustained ≥ 0.9 × raw",
+            f"{fmt(rate('product'), 0)}/s vs {fmt(rate('raw'), 0)}/s = {ratio_raw:.2f}×",
+            ratio_raw >= 0.9,
+        ),
+        (
+            "max sustained ≥ 15 × tutorial",
+            f"vs {fmt(rate('tutorial'), 0)}/s = {ratio_tut:.1f}×",
+            ratio_tut >= 15,
+        ),
+        (
+            "5,000 connections opened in ≤ 3 s",
+            f"{fmt(mem.get('product', {}).get('open_seconds', float('nan')), 2)} s",
+            mem.get("product", {}).get("open_seconds", 1e9) <= 3,
+        ),
+        (
+            "≤ 40 KB per idle subscribed connection",
+            f"{fmt(mem.get('product', {}).get('kb_per_connection', float('nan')))} KB",
+            mem.get("product", {}).get("kb_per_connection", 1e9) <= 40,
+        ),
+        (
+            "scheduler: 1,000 due feeds within a 1 s tick",
+            f"{results['scheduler']['tick_seconds']:.3f} s",
+            results["scheduler"]["tick_seconds"] <= 1,
+        ),
     ]
-    lines = ["## Targets (issue 4), from this run", "", "| target | measured | met |",
-             "|---|---|:-:|"]
+    lines = [
+        "## Targets (issue 4), from this run",
+        "",
+        "| target | measured | met |",
+        "|---|---|:-:|",
+    ]
     lines += [f"| {t} | {v} | {'yes' if ok else '**no**'} |" for t, v, ok in rows]
     return lines
 

@@ -29,6 +29,7 @@ import psutil
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 from realtime.embedded import EmbeddedRedis, free_port, wait_for_port  # noqa: E402
 
@@ -71,11 +72,16 @@ class Bench:
         subprocess.run(
             [PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env, check=True
         )
-        daphne = [PY, "-m", "daphne", "-v", "0", "--websocket_timeout", "-1", "-b", "127.0.0.1"]
+        from realtime.server import daphne_command
+
+        # The product runs exactly as scripts/run runs it (access log off).
         specs = {
-            "product": (daphne + ["-p", "{port}", "project.asgi:application"], ROOT),
-            "product2": (daphne + ["-p", "{port}", "project.asgi:application"], ROOT),
-            "tutorial": (daphne + ["-p", "{port}", "tutorial_asgi:application"], BENCH),
+            "product": (daphne_command("127.0.0.1", "{port}"), ROOT),
+            "product2": (daphne_command("127.0.0.1", "{port}"), ROOT),
+            "tutorial": (
+                daphne_command("127.0.0.1", "{port}", application="tutorial_asgi:application"),
+                BENCH,
+            ),
             "raw": ([PY, "raw_server.py", "--port", "{port}"], BENCH),
         }
         for name, (command, cwd) in specs.items():
@@ -187,8 +193,9 @@ class Bench:
             result["received"] >= 0.999 * result["expected"] and result["p99_ms"] <= 1000
         )
         print(
-            f"  {server:9} N={clients:5} rate={rate:6g}/s delivered={result['delivered_per_s']:9.0f}/s "
-            f"p50={result['p50_ms']:7.1f} p99={result['p99_ms']:8.1f} max={result['max_ms']:8.1f} ms "
+            f"  {server:9} N={clients:5} rate={rate:6g}/s "
+            f"delivered={result['delivered_per_s']:9.0f}/s p50={result['p50_ms']:7.1f} "
+            f"p99={result['p99_ms']:8.1f} max={result['max_ms']:8.1f} ms "
             f"lost={result['lost']} dup={result['duplicates']}",
             flush=True,
         )

@@ -43,12 +43,16 @@ def main() -> None:
         started = time.perf_counter()
         report = asyncio.run(scheduler.tick(all_due=True))
         results.append((time.perf_counter() - started, len(report.published)))
-    print(json.dumps({
-        "feeds": args.feeds,
-        "tick_seconds": max(r[0] for r in results[1:]),
-        "ticks": [round(r[0], 3) for r in results],
-        "published": min(r[1] for r in results),
-    }))
+    print(
+        json.dumps(
+            {
+                "feeds": args.feeds,
+                "tick_seconds": max(r[0] for r in results[1:]),
+                "ticks": [round(r[0], 3) for r in results],
+                "published": min(r[1] for r in results),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

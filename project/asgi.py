@@ -11,7 +11,9 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from realtime.conf import refuse_insecure_secret_key  # noqa: E402
+from realtime.engine import install_shutdown_close  # noqa: E402
 from realtime.routing import websocket_application  # noqa: E402
+from realtime.server import tune_gc  # noqa: E402
 
 refuse_insecure_secret_key()
 
@@ -21,3 +23,5 @@ application = ProtocolTypeRouter(
         "websocket": websocket_application(),
     }
 )
+tune_gc()
+install_shutdown_close()  # under daphne: close sockets with 1001 when the server stops

@@ -7,8 +7,10 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import Count
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from realtime import fanout
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Message, Source, Topic
 from realtime.outbox import publish
@@ -32,6 +34,8 @@ class TopicAdmin(admin.ModelAdmin):
     list_filter = ("enabled", "private", "visitor_publish", "groups")
     search_fields = ("slug", "title", "description")
     filter_horizontal = ("groups",)
+    actions = ("send_test_message",)
+    change_form_template = "admin/realtime/topic/change_form.html"
     readonly_fields = ("last_seq", "created_at", "updated_at", "recent_messages")
     fieldsets = (
         (None, {"fields": ("slug", "title", "description", "enabled")}),
@@ -43,6 +47,35 @@ class TopicAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_message_count=Count("messages"))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        topic = self.get_object(request, object_id)
+        if topic is not None:
+            try:
+                extra_context["subscriber_count"] = fanout.subscriber_count(topic.slug)
+            except Exception:  # Redis away: the page still works
+                extra_context["subscriber_count"] = None
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.action(description="Send a test message to the selected topics")
+    def send_test_message(self, request, queryset):
+        sent = []
+        for topic in queryset:
+            if not topic.enabled:
+                self.message_user(
+                    request, f"Topic {topic.slug} is disabled: skipped.", messages.WARNING
+                )
+                continue
+            message = publish(
+                topic,
+                {"test": True, "by": request.user.get_username(), "at": timezone.now().isoformat()},
+                source=Source.ADMIN,
+                user=request.user,
+            )
+            sent.append(f"{topic.slug}#{message.seq}")
+        if sent:
+            self.message_user(request, f"Test message sent: {', '.join(sent)}.", messages.SUCCESS)
 
     @admin.display(description="messages", ordering="_message_count")
     def message_count(self, obj: Topic) -> int:

@@ -9,5 +9,7 @@ class RealtimeConfig(AppConfig):
     def ready(self) -> None:
         from realtime import checks  # noqa: F401  (registers the system checks)
         from realtime.feeds import autodiscover
+        from realtime.wire import defer_autobahn_config_log
 
         autodiscover()
+        defer_autobahn_config_log()

@@ -18,6 +18,13 @@ DEFAULTS: dict[str, Any] = {
     "ABUSE_BUDGET": 20,
     # Subscriptions one connection may hold.
     "MAX_SUBSCRIPTIONS": 100,
+    # Connections one client address may hold in one server process (0: no limit). Behind a
+    # proxy, turn it on only when daphne runs with --proxy-headers (trusting the proxy's
+    # X-Forwarded-For), or every visitor shares the proxy's address.
+    "MAX_CONNECTIONS_PER_ADDRESS": 0,
+    # Bytes the server may hold for a connection that does not read; beyond, it is dropped
+    # (it resumes later with `since`). Under daphne only.
+    "MAX_SEND_BUFFER": 1024 * 1024,
     # Defaults for new topics.
     "DEFAULT_BACKLOG": 10,
     "DEFAULT_RETENTION": 1000,
@@ -26,6 +33,12 @@ DEFAULTS: dict[str, Any] = {
     "SCHEDULER_TICK": 1.0,
     "OUTBOX_GRACE": 2.0,
     "OUTBOX_BATCH": 500,
+    # Each tick the scheduler announces the latest seq of topics with messages this recent
+    # (seconds), so a connection whose last message was lost fetches it.
+    "HEADS_WINDOW": 300.0,
+    # Only one scheduler is active: it holds a lock in Redis with this expiry (seconds),
+    # renewed every tick; a standby takes over when it expires.
+    "SCHEDULER_LOCK_TTL": 5.0,
     # Extra origins (scheme://host[:port]) allowed to open sockets beside ALLOWED_HOSTS.
     "ALLOWED_ORIGINS": [],
     # Refuse handshakes without an Origin header (non-browser clients).
@@ -33,10 +46,13 @@ DEFAULTS: dict[str, Any] = {
     # The channel layer whose Redis (hosts[0]) and prefix the fan-out engine uses.
     "CHANNEL_LAYER": "default",
     # Give each consumer a channel-layer channel (for group_send from other code). Topics do
-    # not need it; turning it off saves a receive task per connection.
-    "CONSUMER_CHANNEL_LAYER": True,
+    # not need it. Off by default: it costs a receive task per connection, and channels ends
+    # the connection (1011) when that receive fails, i.e. whenever Redis goes away.
+    "CONSUMER_CHANNEL_LAYER": False,
     # Under daphne, write fanned-out frames straight to the sockets (realtime/wire.py).
     "DIRECT_WRITE": True,
+    # Garbage collector settings for many long-lived connections (realtime/server.py).
+    "GC_TUNING": True,
 }
 
 

@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import DEFAULT_CHANNEL_LAYER
@@ -59,11 +60,6 @@ def topic_access(slug: str, user: Any) -> tuple[Topic | None, bool, bool]:
         return None, False, False
     readable = topic.can_read(user)
     return topic, readable, readable and topic.visitor_publish
-
-
-@database_sync_to_async
-def latest_seq(topic_id: int) -> int:
-    return Topic.objects.filter(pk=topic_id).values_list("last_seq", flat=True).first() or 0
 
 
 @database_sync_to_async
@@ -109,6 +105,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Dispatch without channels' per-message thread hop to close old database
+        connections: every database helper here is a ``database_sync_to_async`` call, which
+        already does that in the database thread, so the hop only cost a thread round trip
+        for every frame and connect."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']!r}")
+        await handler(message)
+
     async def connect(self) -> None:
         self.user = self.scope.get("user")
         self.address = ":".join(str(p) for p in (self.scope.get("client") or ("?",)))
@@ -126,17 +132,33 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         conf = realtime_settings
+        self.hub = engine.hub()
+        client_host = str((self.scope.get("client") or ("?",))[0])
+        if not self.hub.connected(self, client_host, conf.MAX_CONNECTIONS_PER_ADDRESS):
+            logger.warning(
+                "refused %s: already %d connection(s) from this address",
+                self.address,
+                conf.MAX_CONNECTIONS_PER_ADDRESS,
+            )
+            await self.close()
+            return
+        self.client_host = client_host
+        self.max_send_buffer = conf.MAX_SEND_BUFFER
         self.max_frame_bytes = conf.MAX_FRAME_BYTES
         self.max_subscriptions = conf.MAX_SUBSCRIPTIONS
         self.publish_bucket = TokenBucket(conf.PUBLISH_RATE_PER_S, conf.PUBLISH_BURST)
         # Bad frames and refusals: ABUSE_BUDGET at once, one more a second; then 1008.
         self.abuse_bucket = TokenBucket(1.0, max(1, conf.ABUSE_BUDGET))
-        self.hub = engine.hub()
         self.hub.start()
         # daphne's protocol, for direct socket writes of fanned-out frames (see realtime.wire).
         self.wire = (
             wire.daphne_protocol(self.scope.get(wire.SCOPE_KEY)) if conf.DIRECT_WRITE else None
         )
+        if self.wire is not None:
+            engine.install_shutdown_close()
+            # When autobahn fails a connection (a frame over the size limit, a protocol
+            # error) it sends the close code (1009...) instead of dropping the TCP stream.
+            self.wire.failByDrop = False
         await self.accept(subprotocol=protocol.PROTOCOL if offered else None)
         await self.send(
             text_data=protocol.welcome(
@@ -160,6 +182,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.closing = True
         for slug in list(self.subscriptions):
             self._leave(slug)
+        if self.hub is not None:
+            self.hub.disconnected(self, getattr(self, "client_host", "?"))
         for task in list(self.tasks):
             task.cancel()
         logger.info(
@@ -218,7 +242,22 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 id=frame.id,
                 topic=slug,
             )
-        topic, readable, _ = await topic_access(slug, self.user)
+        state = self.subscriptions.get(slug)
+        resubscribe = state is not None
+        if state is None:
+            # Listen first, then read: anything stored after the read arrives from the hub
+            # (until then `busy` makes live frames only raise the target).
+            state = TopicState(0, last=0, target=0, busy=True)
+            self.subscriptions[slug] = state
+            hub = self.hub or engine.hub()
+            hub.add(slug, self)
+            await hub.wait_ready(HUB_READY_TIMEOUT)
+        try:
+            topic, readable, _ = await topic_access(slug, self.user)
+        except Exception:
+            if not resubscribe:
+                self._leave(slug)
+            raise
         if topic is None or not readable:
             self._leave(slug)  # access is checked again on every subscribe
             if topic is None:
@@ -228,19 +267,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise ProtocolError(
                 protocol.FORBIDDEN, f"You may not read {slug!r}.", id=frame.id, topic=slug
             )
-        state = self.subscriptions.get(slug)
-        if state is not None:
+        if resubscribe:
             # Already subscribed: confirm; nothing already sent is sent again.
             await self.send(text_data=protocol.subscribed(slug, topic.last_seq, True, id=frame.id))
             self.advance(slug, topic.last_seq)
             return
-        # Listen first, then read: anything stored after the read arrives from the hub.
-        state = TopicState(topic.pk, last=0, target=0, busy=True)
-        self.subscriptions[slug] = state
-        hub = self.hub or engine.hub()
-        hub.add(slug, self)
-        await hub.wait_ready(HUB_READY_TIMEOUT)
-        latest = await latest_seq(topic.pk)
+        state.topic_id = topic.pk
+        latest = topic.last_seq
         since = frame.since
         if since is None or since > latest:
             start, recovered = max(0, latest - topic.backlog), False
@@ -306,6 +339,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if seq > state.target:
             state.target = seq
         if self.wire is not None:
+            if wire.buffered(self.wire) > self.max_send_buffer:
+                self._drop_slow_reader()
+                return
             wire.write(self.wire, frame.wire)
         else:
             await self.base_send({"type": "websocket.send", "text": frame.text})
@@ -338,6 +374,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     break
                 for seq, frame in rows:
                     if seq > state.last:
+                        if self.wire is not None and (
+                            wire.buffered(self.wire) > self.max_send_buffer
+                        ):
+                            self._drop_slow_reader()
+                            return
                         state.last = seq
                         await self.base_send({"type": "websocket.send", "text": frame})
         except Exception:
@@ -345,6 +386,31 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             # The next frame or head announcement for the topic tries again.
         finally:
             state.busy = False
+
+    def _drop_slow_reader(self) -> None:
+        """The client does not read: drop it before its buffer grows (it resumes with since)."""
+        if self.closing:
+            return
+        self.closing = True
+        logger.warning(
+            "dropping slow reader %s addr=%s: over %d bytes unsent",
+            self.connection_id,
+            self.address,
+            self.max_send_buffer,
+        )
+        for slug in list(self.subscriptions):
+            self._leave(slug)
+        self.wire.dropConnection(abort=True)
+
+    def server_shutdown(self) -> int:
+        """The server is stopping: close with 1001 so the client reconnects. Returns 1 if a
+        close was sent."""
+        if self.wire is None or self.closing:
+            return 0
+        self.closing = True
+        # sendCloseFrame: autobahn's sendClose() only lets applications use 1000 and 3000+.
+        self.wire.sendCloseFrame(code=protocol.CLOSE_GOING_AWAY, reasonUtf8=b"server shutting down")
+        return 1
 
     def _leave(self, slug: str) -> None:
         if self.subscriptions.pop(slug, None) is not None and self.hub is not None:

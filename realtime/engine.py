@@ -20,8 +20,10 @@ import asyncio
 import json
 import logging
 import os
+import sys
 import uuid
 import weakref
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -130,12 +132,15 @@ class Hub:
         self.prefix = prefix
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.topics: dict[str, set[Subscriber]] = {}
+        self.connections: set[Any] = set()  # every local consumer, for shutdown
+        self.per_address: Counter[str] = Counter()
         self.ready = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.presence_task: asyncio.Task | None = None
-        self.connections = 0  # successful (re)subscriptions, for tests and logs
+        self.subscribes = 0  # successful (re)subscriptions to Redis, for logs
         self._topic_prefix = topic_channel(prefix, "")
         self._heads = heads_channel(prefix)
+        self._heads_bytes = self._heads.encode()
         self._presence_dirty = True
 
     # -- local subscribers
@@ -152,6 +157,21 @@ class Hub:
             if not subscribers:
                 del self.topics[slug]
             self._presence_dirty = True
+
+    def connected(self, consumer: Any, address: str, limit: int) -> bool:
+        """Count a new connection from ``address``; False (not counted) beyond ``limit``."""
+        if limit and self.per_address[address] >= limit:
+            return False
+        self.per_address[address] += 1
+        self.connections.add(consumer)
+        return True
+
+    def disconnected(self, consumer: Any, address: str) -> None:
+        if consumer in self.connections:
+            self.connections.discard(consumer)
+            self.per_address[address] -= 1
+            if self.per_address[address] <= 0:
+                del self.per_address[address]
 
     def counts(self) -> dict[str, int]:
         return {slug: len(subs) for slug, subs in self.topics.items()}
@@ -198,9 +218,10 @@ class Hub:
                         continue
                     kind = message["type"]
                     if kind == "pmessage":
-                        await self._dispatch(message["channel"], message["data"])
-                    elif kind == "message":
-                        self._heads_message(message["data"])
+                        if message["channel"] == self._heads_bytes:
+                            self._heads_message(message["data"])
+                        else:
+                            await self._dispatch(message["channel"], message["data"])
                     elif kind == "psubscribe" and message["data"] == 2:
                         # Both patterns active (also after redis-py reconnected by itself).
                         delay = RECONNECT_MIN
@@ -220,8 +241,8 @@ class Hub:
                 await _close_quietly(pubsub, client)
 
     async def _subscribed(self) -> None:
-        self.connections += 1
-        first = self.connections == 1
+        self.subscribes += 1
+        first = self.subscribes == 1
         self.ready.set()
         if first:
             logger.info("hub %s subscribed to Redis %s", self.id, self.url)
@@ -328,6 +349,38 @@ def hub() -> Hub:
     if found is None:
         found = per_loop[config] = Hub(*config)
     return found
+
+
+_shutdown_installed = False
+
+
+def install_shutdown_close() -> None:
+    """Under daphne: before the server stops, close every local socket with 1001 (going away)
+    so that clients reconnect (with jitter) instead of seeing an abnormal closure."""
+    global _shutdown_installed
+    if _shutdown_installed or "daphne.server" not in sys.modules:
+        return
+    _shutdown_installed = True
+    from twisted.internet import reactor, task
+
+    logger.debug("closing sockets with 1001 at shutdown (reactor %s)", type(reactor).__name__)
+
+    def close_all() -> Any:
+        closing = 0
+        for found in list(_hubs.values()):
+            for hub_ in found.values():
+                for consumer in list(hub_.connections):
+                    try:
+                        closing += consumer.server_shutdown()
+                    except Exception:
+                        logger.exception("could not close a connection at shutdown")
+        logger.info("server shutting down: closed %d connection(s) with 1001", closing)
+        # Give the close frames a moment to leave before the reactor stops.
+        return task.deferLater(reactor, 0.5 if closing else 0, lambda: None)
+
+    # Registered when the ASGI application is imported, before daphne registers its own
+    # trigger that cancels every application: ours must run first.
+    reactor.addSystemEventTrigger("before", "shutdown", close_all)
 
 
 def loop_hubs() -> list[Hub]:

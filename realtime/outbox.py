@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
 from collections import Counter
 from collections.abc import Iterable
+from datetime import timedelta
 from functools import partial
 from typing import Any
 

@@ -3,27 +3,35 @@
 Started by ``python manage.py runscheduler``. It never dies of one failure: a failing feed is
 logged and the others go on; a database or Redis outage makes the tick fail, and the loop
 retries with exponential backoff, then catches up (the outbox sweep sends what was stored).
+
+Several schedulers may run (one per host): only the one holding the lock in Redis
+(``LeaderLock``) ticks; the others wait and take over within ``SCHEDULER_LOCK_TTL`` seconds
+when it dies. While Redis is unreachable no scheduler is active, so no feed runs twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from django.db.models import F
+from django.utils import timezone
 
-from realtime import outbox
+from realtime import engine, fanout, outbox
 from realtime.conf import realtime_settings
 from realtime.feeds import Feed, registry, run_feeds
 
 logger = logging.getLogger("realtime.scheduler")
 
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 10.0
 
 
 @dataclass
@@ -35,6 +43,7 @@ class TickReport:
     failed: list[str] = field(default_factory=list)
     swept: int = 0
     pruned: int = 0
+    announced: int = 0
 
 
 @sync_to_async
@@ -53,6 +62,49 @@ def _prune() -> int:
     for topic in beyond:
         total += outbox.prune(topic)
     return total
+
+
+@sync_to_async
+def _active_heads() -> dict[str, int]:
+    """Latest seq of every topic with a message in the last HEADS_WINDOW seconds."""
+    from realtime.models import Topic
+
+    cutoff = timezone.now() - timedelta(seconds=realtime_settings.HEADS_WINDOW)
+    return dict(
+        Topic.objects.filter(messages__created_at__gte=cutoff)
+        .distinct()
+        .values_list("slug", "last_seq")
+    )
+
+
+class LeaderLock:
+    """A lock in Redis with an expiry: SET NX PX to take it, renewed only by its owner."""
+
+    RENEW = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then "
+        "return redis.call('pexpire', KEYS[1], ARGV[2]) "
+        "elseif redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 "
+        "else return 0 end"
+    )
+    RELEASE = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
+        "else return 0 end"
+    )
+
+    def __init__(self, ttl: float | None = None) -> None:
+        url, prefix = engine.redis_config()
+        self.client = engine.sync_client(url)
+        self.key = f"{prefix}:rt:scheduler-lock"
+        self.ttl_ms = int(1000 * (ttl or realtime_settings.SCHEDULER_LOCK_TTL))
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    def acquire(self) -> bool:
+        """Take or renew the lock; False when another scheduler holds it. Raises if Redis
+        is unreachable."""
+        return bool(self.client.eval(self.RENEW, 1, self.key, self.owner, self.ttl_ms))
+
+    def release(self) -> None:
+        self.client.eval(self.RELEASE, 1, self.key, self.owner)
 
 
 class Scheduler:
@@ -90,6 +142,10 @@ class Scheduler:
             report.published = [m.topic.slug for m in messages]
             report.failed = [topic for topic, _ in failed]
         report.swept = await outbox.sweep()
+        heads = await _active_heads()
+        if heads:
+            await sync_to_async(fanout.announce_heads, thread_sensitive=False)(heads)
+            report.announced = len(heads)
         if all_due or now >= self.next_prune:
             report.pruned = await _prune()
             self.next_prune = now + self.prune_every
@@ -98,25 +154,39 @@ class Scheduler:
         logger.debug("tick: %s", report)
         return report
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Tick every ``interval`` seconds until ``stop`` is set; back off on failures."""
+    async def run(self, stop: asyncio.Event, lock: LeaderLock | None = None) -> None:
+        """Tick every ``interval`` seconds until ``stop`` is set; back off on failures.
+
+        With a ``lock``, tick only while holding it (one active scheduler among several).
+        """
         logger.info(
             "scheduler started: %d feed(s), tick %.3gs: %s",
             len(self.feeds),
             self.interval,
             ", ".join(sorted(self.feeds)) or "none",
         )
-        failures = 0
+        failures, active = 0, None
         while not stop.is_set():
             started = self.clock()
             try:
-                await self.tick()
+                if lock is not None:
+                    holding = await sync_to_async(lock.acquire, thread_sensitive=False)()
+                    if holding != active:
+                        active = holding
+                        logger.info(
+                            "scheduler %s",
+                            "active" if holding else "standby: another scheduler holds the lock",
+                        )
+                if lock is None or active:
+                    await self.tick()
                 if failures:
                     logger.info("scheduler recovered after %d failed tick(s)", failures)
                 failures = 0
                 delay = max(0.0, self.interval - (self.clock() - started))
             except Exception as exc:
                 failures += 1
+                if active and lock is not None:
+                    active = None  # unknown until the lock is taken again
                 delay = min(MAX_BACKOFF, self.interval * 2 ** min(failures, 10))
                 logger.error(
                     "tick failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
@@ -125,4 +195,9 @@ class Scheduler:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
                 pass
+        if lock is not None and active:
+            try:
+                await sync_to_async(lock.release, thread_sensitive=False)()
+            except Exception:
+                logger.warning("could not release the scheduler lock", exc_info=True)
         logger.info("scheduler stopped")

@@ -52,30 +52,11 @@ def main() -> int:
         import django
 
         django.setup()
-        from realtime.conf import realtime_settings
-
         host = os.environ.get("HOST", "127.0.0.1")
         port = int(os.environ.get("PORT", "8000"))
-        daphne = [
-            py,
-            "-m",
-            "daphne",
-            "-b",
-            host,
-            "-p",
-            str(port),
-            # One limit for the whole stack: autobahn closes larger frames with 1009.
-            "--websocket-max-message-size",
-            str(realtime_settings.MAX_FRAME_BYTES),
-            # Dead peers are found by pings; never close every socket at once after a day.
-            "--websocket_timeout",
-            "-1",
-            "--ping-interval",
-            "20",
-            "--ping-timeout",
-            "30",
-            "project.asgi:application",
-        ]
+        from realtime.server import daphne_command
+
+        daphne = daphne_command(host, port)
         children.append(subprocess.Popen(daphne))
         children.append(subprocess.Popen([py, "manage.py", "runscheduler"]))
         wait_for_port(port, timeout=30, host=host)

@@ -15,8 +15,6 @@ from django.test import Client
 
 from realtime.embedded import EmbeddedRedis
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "false")
-
 TIMEOUT = 5
 
 

@@ -97,3 +97,36 @@ def test_messages_are_view_only(staff_client):
     message.refresh_from_db()
     assert message.data == {"a": 1}
     assert staff_client.get("/admin/realtime/message/?fanned_out_at__isempty=0").status_code == 200
+
+
+def test_send_test_message_action_publishes_to_selected_enabled_topics(staff_client):
+    a = Topic.objects.create(slug="a")
+    off = Topic.objects.create(slug="off", enabled=False)
+    response = staff_client.post(
+        "/admin/realtime/topic/",
+        {"action": "send_test_message", "_selected_action": [a.pk, off.pk]},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "Test message sent: a#1." in page and "Topic off is disabled" in page
+    message = Message.objects.get()
+    assert message.topic == a and message.data["test"] is True and message.data["by"] == "boss"
+
+
+async def test_topic_page_shows_live_view_and_subscribed_connections(staff_client, connect):
+    import asyncio
+
+    from realtime.engine import subscriber_count
+
+    topic = await database_sync_to_async(Topic.objects.create)(slug="news")
+    _, _, ws = await connect()
+    await ws.subscribe("news")
+    async with asyncio.timeout(10):  # the hub reports presence every few seconds
+        while await database_sync_to_async(subscriber_count)("news") != 1:
+            await asyncio.sleep(0.1)
+    page = (
+        await database_sync_to_async(staff_client.get)(f"/admin/realtime/topic/{topic.pk}/change/")
+    ).content.decode()
+    assert 'id="topic-page" data-topic="news"' in page
+    assert "realtime/pages/topic.js" in page
+    assert "Subscribed connections now: <strong>1</strong>" in page

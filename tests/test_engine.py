@@ -43,8 +43,11 @@ async def shell(site: Site, code: str) -> None:
 async def test_two_daphne_processes_share_a_topic(site, tmp_path):
     second, port2 = start_daphne(site.env, tmp_path / "daphne-second.log")
     try:
-        clients = [ResumingClient(ws_url(port), ["chat"]).start()
-                   for port in (site.port, port2) for _ in range(3)]
+        clients = [
+            ResumingClient(ws_url(port), ["chat"]).start()
+            for port in (site.port, port2)
+            for _ in range(3)
+        ]
         for c in clients:
             await asyncio.wait_for(c.subscribed.wait(), 10)
         await shell(site, PUBLISH_MANY.format(topic="chat", count=30))
@@ -61,15 +64,21 @@ async def test_fast_path_fills_a_gap_and_drops_duplicates(site):
     client = ResumingClient(ws_url(site.port), ["chat"]).start()
     await asyncio.wait_for(client.subscribed.wait(), 10)
     # Two messages stored whose fan-out is lost, then one delivered normally.
-    await shell(site, "from realtime import fanout, publish; "
-                      "fanout.fan_out_after_commit = lambda m: None; "
-                      "publish('chat', 1); publish('chat', 2)")
+    await shell(
+        site,
+        "from realtime import fanout, publish; "
+        "fanout.fan_out_after_commit = lambda m: None; "
+        "publish('chat', 1); publish('chat', 2)",
+    )
     await shell(site, "from realtime import publish; publish('chat', 3)")
     await client.wait_for("chat", 3)
     # Redis repeats messages 1..3 (as an outbox sweep racing the after-commit send would).
-    await shell(site, "from realtime import fanout; from realtime.models import Message; "
-                      "fanout.send_now(Message.objects.select_related('topic').filter("
-                      "topic__slug='chat').order_by('seq'))")
+    await shell(
+        site,
+        "from realtime import fanout; from realtime.models import Message; "
+        "fanout.send_now(Message.objects.select_related('topic').filter("
+        "topic__slug='chat').order_by('seq'))",
+    )
     await shell(site, "from realtime import publish; publish('chat', 4)")
     await client.wait_for("chat", 4)
     assert client.raw["chat"] == [1, 2, 3, 4]
@@ -85,8 +94,11 @@ async def test_fast_path_sends_only_subscribed_and_permitted_topics(site):
         assert (refused["type"], refused["code"]) == ("error", "forbidden")
         await ws.send(json.dumps({"type": "subscribe", "topic": "news", "since": 1}))
         assert json.loads(await ws.recv())["type"] == "subscribed"
-        await shell(site, "from realtime import publish; publish('staff-room', 'secret'); "
-                          "publish('chat', 'other'); publish('news', 'mine')")
+        await shell(
+            site,
+            "from realtime import publish; publish('staff-room', 'secret'); "
+            "publish('chat', 'other'); publish('news', 'mine')",
+        )
         frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert (frame["topic"], frame["seq"], frame["data"]) == ("news", 2, "mine")
 

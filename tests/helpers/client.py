@@ -18,8 +18,16 @@ from websockets.exceptions import WebSocketException
 
 
 class ResumingClient:
-    def __init__(self, url: str, topics: list[str], *, since: dict[str, int] | None = None,
-                 origin: str | None = None, base_delay: float = 0.05, cap: float = 1.0):
+    def __init__(
+        self,
+        url: str,
+        topics: list[str],
+        *,
+        since: dict[str, int] | None = None,
+        origin: str | None = None,
+        base_delay: float = 0.05,
+        cap: float = 1.0,
+    ):
         self.url = url
         self.topics = topics
         self.last: dict[str, int | None] = {t: (since or {}).get(t) for t in topics}
@@ -50,8 +58,9 @@ class ResumingClient:
         attempt = 0
         while True:
             try:
-                async with connect(self.url, subprotocols=["realtime.v1"],
-                                   origin=self.origin, open_timeout=5) as ws:
+                async with connect(
+                    self.url, subprotocols=["realtime.v1"], origin=self.origin, open_timeout=5
+                ) as ws:
                     self.ws = ws
                     self.connects += 1
                     attempt = 0

@@ -8,8 +8,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from realtime.embedded import free_port, wait_for_port
+from realtime.server import daphne_command
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -93,24 +95,11 @@ class Proc:
 
 
 def start_daphne(
-    env: dict[str, str], log: Path, port: int | None = None, *extra: str
+    env: dict[str, str], log: Path, port: int | None = None, **options: Any
 ) -> tuple[Proc, int]:
+    """daphne as the project runs it (realtime.server.daphne_command), on a free port."""
     port = port or free_port()
-    proc = Proc(
-        [
-            PYTHON,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            *extra,
-            "project.asgi:application",
-        ],
-        env,
-        log,
-    )
+    proc = Proc(daphne_command("127.0.0.1", port, access_log=True, **options), env, log)
     try:
         wait_for_port(port, timeout=30)
     except TimeoutError:
@@ -128,8 +117,11 @@ def start_scheduler(env: dict[str, str], log: Path, *extra: str) -> Proc:
 class Site:
     """A running site: a fresh SQLite database, daphne and runscheduler, all stopped by pid."""
 
-    def __init__(self, tmp_path: Path, redis_url: str, **env: str):
+    def __init__(
+        self, tmp_path: Path, redis_url: str, daphne_options: dict | None = None, **env: str
+    ):
         self.tmp_path = tmp_path
+        self.daphne_options = daphne_options or {}
         self.env = env_for(f"sqlite:///{tmp_path / 'site.sqlite3'}", redis_url, **env)
         self.daphne: Proc | None = None
         self.scheduler: Proc | None = None
@@ -147,7 +139,10 @@ class Site:
     def start_daphne(self) -> None:
         self.starts += 1
         self.daphne, self.port = start_daphne(
-            self.env, self.tmp_path / f"daphne-{self.starts}.log", self.port
+            self.env,
+            self.tmp_path / f"daphne-{self.starts}.log",
+            self.port,
+            **self.daphne_options,
         )
 
     def stop_daphne(self) -> None:

@@ -3,7 +3,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
-from realtime.scheduler import Scheduler
+from realtime.scheduler import LeaderLock, Scheduler
 
 
 class Command(BaseCommand):
@@ -39,4 +39,4 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await scheduler.run(stop)
+        await scheduler.run(stop, lock=LeaderLock())
