@@ -52,8 +52,9 @@ def publish_many(
 ) -> list[Message]:
     """Store several messages in one transaction (the scheduler's feeds); fan out after commit.
 
-    Each topic's ``last_seq`` is raised once by the number of its new messages, so the cost is
-    one UPDATE per topic, one SELECT and one INSERT, however many messages there are.
+    Each topic's ``last_seq`` is raised by the number of its new messages (one UPDATE for all
+    topics that get the same number), then one SELECT reads the new values and one INSERT
+    stores the messages, however many there are.
     """
     if source not in Source.values:
         raise InvalidMessage(f"Unknown source {source!r}; expected one of {Source.values}.")
@@ -72,9 +73,13 @@ def publish_many(
         return []
     per_topic = Counter(topic.pk for topic, _ in resolved)
     with transaction.atomic():
+        by_count: dict[int, list[int]] = {}
         for topic_id, count in per_topic.items():
-            if not Topic.objects.filter(pk=topic_id).update(last_seq=F("last_seq") + count):
-                raise TopicNotFound(f"Topic {topic_id} no longer exists.")
+            by_count.setdefault(count, []).append(topic_id)
+        for count, topic_ids in by_count.items():  # usually one UPDATE for every topic
+            updated = Topic.objects.filter(pk__in=topic_ids).update(last_seq=F("last_seq") + count)
+            if updated != len(topic_ids):
+                raise TopicNotFound("A topic was deleted while publishing to it.")
         last = dict(Topic.objects.filter(pk__in=per_topic).values_list("pk", "last_seq"))
         next_seq = {topic_id: last[topic_id] - count + 1 for topic_id, count in per_topic.items()}
         messages = []
