@@ -241,7 +241,23 @@ async def main() -> None:
     clients, open_seconds = await open_clients(
         args.url, args.clients, subscribe, stats, args.concurrency
     )
-    print(json.dumps({"ready": True, "open_seconds": open_seconds}), flush=True)
+    subscribe_seconds = 0.0
+    if subscribe is not None:
+        started = time.monotonic()
+        gate = asyncio.Semaphore(args.concurrency)
+
+        async def sub(client: Client) -> None:
+            async with gate:
+                await asyncio.wait_for(client.send_subscribe(), 60)
+
+        await asyncio.gather(*(sub(c) for c in clients))
+        subscribe_seconds = time.monotonic() - started
+    print(
+        json.dumps(
+            {"ready": True, "open_seconds": open_seconds, "subscribe_seconds": subscribe_seconds}
+        ),
+        flush=True,
+    )
     loop = asyncio.get_running_loop()
     if args.hold:
         await loop.run_in_executor(None, sys.stdin.readline)

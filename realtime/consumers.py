@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import DEFAULT_CHANNEL_LAYER
+from django.db.models.signals import post_delete, post_save
 
 from realtime import engine, fanout, protocol, wire
 from realtime.conf import realtime_settings
@@ -52,14 +54,57 @@ class TopicState:
     busy: bool = False
 
 
+# Topic rows are cached per process for a moment: thousands of visitors subscribing to the
+# same topic need one query, not thousands. Saving a topic in this process drops its entry at
+# once (signals below); other processes see a change within TOPIC_CACHE_SECONDS. Read access
+# to a private topic is always checked against the database.
+TOPIC_CACHE_SECONDS = 1.0
+TOPIC_CACHE_SIZE = 10_000
+_topics: dict[str, tuple[float, Topic]] = {}
+
+
+def forget_topic(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
+    if instance is None:
+        _topics.clear()
+    else:
+        _topics.pop(instance.slug, None)
+
+
+post_save.connect(forget_topic, sender=Topic, dispatch_uid="realtime.forget_topic.save")
+post_delete.connect(forget_topic, sender=Topic, dispatch_uid="realtime.forget_topic.delete")
+
+
 @database_sync_to_async
-def topic_access(slug: str, user: Any) -> tuple[Topic | None, bool, bool]:
+def fetch_topic(slug: str) -> Topic | None:
+    return Topic.objects.filter(slug=slug, enabled=True).first()
+
+
+@database_sync_to_async
+def may_read(topic: Topic, user: Any) -> bool:
+    return topic.can_read(user)
+
+
+async def topic_access(slug: str, user: Any) -> tuple[Topic | None, bool, bool]:
     """(topic or None when missing/disabled, may read, may publish)."""
-    topic = Topic.objects.filter(slug=slug, enabled=True).first()
-    if topic is None:
-        return None, False, False
-    readable = topic.can_read(user)
+    now = time.monotonic()
+    cached = _topics.get(slug)
+    if cached is not None and now - cached[0] < TOPIC_CACHE_SECONDS:
+        topic = cached[1]
+    else:
+        topic = await fetch_topic(slug)
+        if topic is None:
+            _topics.pop(slug, None)
+            return None, False, False
+        if len(_topics) >= TOPIC_CACHE_SIZE:
+            _topics.clear()
+        _topics[slug] = (now, topic)
+    readable = (not topic.private) or await may_read(topic, user)
     return topic, readable, readable and topic.visitor_publish
+
+
+@database_sync_to_async
+def latest_seq(topic_id: int) -> int:
+    return Topic.objects.filter(pk=topic_id).values_list("last_seq", flat=True).first() or 0
 
 
 @database_sync_to_async
@@ -269,11 +314,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             )
         if resubscribe:
             # Already subscribed: confirm; nothing already sent is sent again.
-            await self.send(text_data=protocol.subscribed(slug, topic.last_seq, True, id=frame.id))
-            self.advance(slug, topic.last_seq)
+            latest = await latest_seq(topic.pk)
+            await self.send(text_data=protocol.subscribed(slug, latest, True, id=frame.id))
+            self.advance(slug, latest)
             return
         state.topic_id = topic.pk
-        latest = topic.last_seq
+        latest = await self._latest(hub, slug, topic.pk)
         since = frame.since
         if since is None or since > latest:
             start, recovered = max(0, latest - topic.backlog), False
@@ -293,6 +339,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             since,
             latest,
         )
+
+    async def _latest(self, hub: engine.Hub, slug: str, topic_id: int) -> int:
+        """The topic's latest seq: from the hub when it tracks it, else from the database
+        (read after listening, so nothing published later can be missed)."""
+        head = hub.head(slug)
+        if head is not None:
+            return head
+        epoch = hub.epoch()
+        latest = await latest_seq(topic_id)
+        hub.seed(slug, latest, epoch)
+        return latest
 
     async def on_unsubscribe(self, frame: protocol.ClientFrame) -> None:
         slug = str(frame.topic)

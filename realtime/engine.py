@@ -137,7 +137,10 @@ class Hub:
         self.ready = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.presence_task: asyncio.Task | None = None
-        self.subscribes = 0  # successful (re)subscriptions to Redis, for logs
+        self.subscribes = 0  # successful (re)subscriptions to Redis
+        # Latest seq per topic, kept from the stream once seeded from the database while
+        # subscribed (``seed``); cleared whenever the subscription is re-established.
+        self.heads: dict[str, int] = {}
         self._topic_prefix = topic_channel(prefix, "")
         self._heads = heads_channel(prefix)
         self._heads_bytes = self._heads.encode()
@@ -172,6 +175,21 @@ class Hub:
             self.per_address[address] -= 1
             if self.per_address[address] <= 0:
                 del self.per_address[address]
+
+    def head(self, slug: str) -> int | None:
+        """The topic's latest seq, when this hub knows it for sure."""
+        return self.heads.get(slug) if self.ready.is_set() else None
+
+    def epoch(self) -> int | None:
+        """Identifies the current Redis subscription (None while there is none)."""
+        return self.subscribes if self.ready.is_set() else None
+
+    def seed(self, slug: str, seq: int, epoch: int | None) -> None:
+        """Record ``seq`` as read from the database while subscription ``epoch`` was active:
+        every later message of the topic reaches this hub, so it can keep the head current."""
+        if epoch is not None and epoch == self.epoch():
+            if seq > self.heads.get(slug, -1):
+                self.heads[slug] = seq
 
     def counts(self) -> dict[str, int]:
         return {slug: len(subs) for slug, subs in self.topics.items()}
@@ -241,6 +259,7 @@ class Hub:
                 await _close_quietly(pubsub, client)
 
     async def _subscribed(self) -> None:
+        self.heads.clear()  # messages may have been missed while away
         self.subscribes += 1
         first = self.subscribes == 1
         self.ready.set()
@@ -256,20 +275,25 @@ class Hub:
         slugs = list(self.topics)
         if not slugs:
             return
+        epoch = self.epoch()
         try:
             heads = await sync_to_async(_heads_from_database)(slugs)
         except Exception:
             logger.warning("hub %s could not read heads for resync", self.id, exc_info=True)
             return
+        for slug, seq in heads.items():
+            self.seed(slug, seq, epoch)
         self._advance(heads)
 
     async def _dispatch(self, channel: bytes, data: bytes) -> None:
         slug = channel[len(self._topic_prefix) :].decode()
+        seq_text, _, payload = data.partition(b" ")
+        seq = int(seq_text)
+        if seq > self.heads.get(slug, seq):  # kept current for every seeded topic
+            self.heads[slug] = seq
         subscribers = self.topics.get(slug)
         if not subscribers:
             return
-        seq_text, _, payload = data.partition(b" ")
-        seq = int(seq_text)
         frame = Frame(payload)  # decoded or framed once, for every local subscriber
         for subscriber in list(subscribers):
             try:
@@ -288,6 +312,8 @@ class Hub:
 
     def _advance(self, heads: dict[str, int]) -> None:
         for slug, seq in heads.items():
+            if seq > self.heads.get(slug, seq):
+                self.heads[slug] = seq
             for subscriber in list(self.topics.get(slug, ())):
                 subscriber.advance(slug, seq)
 

@@ -197,3 +197,13 @@ def topic_factory(db):
         return Topic.objects.create(slug=slug, title=kw.pop("title", slug.title()), **kw)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def fresh_topic_cache():
+    """Each test's topics are new rows: no cached row of an earlier test may be reused."""
+    from realtime import consumers
+
+    consumers._topics.clear()
+    yield
+    consumers._topics.clear()
