@@ -74,8 +74,9 @@ def write_report(results: dict, out: Path) -> None:
         "- The product's messages go through `realtime.publish()` (stored in SQLite, then fanned"
         " out); the baselines get the same frame straight from the publisher.",
         "- Latency: send timestamp inside each message to arrival at the client. Lost and"
-        " duplicated: per client, by message index. A rate counts as *sustained* when ≥ 99.9 %"
-        " of deliveries arrive and p99 ≤ 1 s.",
+        " duplicated: per client, by message index. A rate counts as *sustained* when the"
+        " server keeps up (delivered/s ≥ 95 % of offered), ≥ 99.9 % of deliveries arrive and"
+        " p99 ≤ 500 ms. Messages not delivered 20 s after publishing ended count as lost.",
         "",
         "![latency and throughput](fanout.png)",
         "",
@@ -156,7 +157,13 @@ def targets(results: dict) -> list[str]:
     mem = {r["server"]: r for r in results["memory"]}
 
     def rate(server: str) -> float:
-        return best[server]["delivered_per_s"] if best[server] else float("nan")
+        """Max sustained deliveries/s; for a server that sustains no rate with 1,000
+        subscribers (the tutorial design), its saturation throughput there."""
+        if best[server]:
+            return best[server]["delivered_per_s"]
+        runs = [r for r in results["throughput"] + results["latency"]
+                if r["server"] == server and r["clients"] == 1000]
+        return max((r["delivered_per_s"] for r in runs), default=float("nan"))
 
     ratio_raw = rate("product") / rate("raw")
     ratio_tut = rate("product") / rate("tutorial")
@@ -179,7 +186,8 @@ def targets(results: dict) -> list[str]:
         ),
         (
             "max sustained ≥ 15 × tutorial",
-            f"vs {fmt(rate('tutorial'), 0)}/s = {ratio_tut:.1f}×",
+            f"vs {fmt(rate('tutorial'), 0)}/s = {ratio_tut:.1f}×"
+            + ("" if best["tutorial"] else " (the tutorial sustains no rate: its ceiling)"),
             ratio_tut >= 15,
         ),
         (

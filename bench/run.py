@@ -120,6 +120,17 @@ class Bench:
 
     # --- one scenario
 
+    def loadgen(self, args: list[str]) -> tuple[subprocess.Popen, dict]:
+        """Start the load generator; return it once its clients are ready, with its report."""
+        gen = subprocess.Popen(
+            ["bash", "-c", "ulimit -n $(ulimit -Hn); exec " + shlex.join(args)],
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        return gen, json.loads(gen.stdout.readline())
+
     def urls(self, servers: list[str]) -> list[str]:
         return [f"ws://127.0.0.1:{self.ports[s]}/ws/" for s in servers]
 
@@ -150,14 +161,7 @@ class Bench:
             args += ["--url", url]
         if mode == "product":
             args += ["--topic", topic]
-        gen = subprocess.Popen(
-            ["bash", "-c", "ulimit -n $(ulimit -Hn); exec " + shlex.join(args)],
-            env=self.env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        ready = json.loads(gen.stdout.readline())
+        gen, ready = self.loadgen(args)
         if on_ready is not None:
             on_ready()
         started = time.monotonic()
@@ -192,8 +196,12 @@ class Bench:
             delivered_per_s=result["received"] / span if span > 0 else 0.0,
             open_seconds=ready["open_seconds"],
         )
+        # Sustained: it keeps up with the offered rate (no growing queue) with p99 ≤ 500 ms
+        # and (almost) everything arrives.
         result["sustained"] = (
-            result["received"] >= 0.999 * result["expected"] and result["p99_ms"] <= 1000
+            result["received"] >= 0.999 * result["expected"]
+            and result["delivered_per_s"] >= 0.95 * result["offered_per_s"]
+            and result["p99_ms"] <= 500
         )
         print(
             f"  {server:9} N={clients:5} rate={rate:6g}/s "
@@ -221,14 +229,7 @@ class Bench:
         ]
         if mode == "product":
             args += ["--topic", self.new_topic()]
-        gen = subprocess.Popen(
-            ["bash", "-c", "ulimit -n $(ulimit -Hn); exec " + shlex.join(args)],
-            env=self.env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        ready = json.loads(gen.stdout.readline())
+        gen, ready = self.loadgen(args)
         time.sleep(1.0)  # let the server settle before reading its RSS
         after = self.rss(server)
         gen.stdin.write("done\n")
@@ -277,7 +278,7 @@ def main() -> None:
     args = parser.parse_args()
     command = "python bench/run.py" + (" --quick" if args.quick else "")
     sizes = [100, 1000] if args.quick else [100, 500, 1000, 2000]
-    rates = [20, 60, 120] if args.quick else [20, 40, 60, 80, 100, 120]
+    rates = [20, 60, 80] if args.quick else [20, 40, 50, 60, 70, 80, 100]
     results: dict = {"latency": [], "throughput": [], "two_processes": [], "memory": []}
     with tempfile.TemporaryDirectory(prefix="realtime-bench-") as tmp:
         workdir = Path(tmp)
@@ -285,6 +286,11 @@ def main() -> None:
             bench = Bench(workdir, redis.url, args.quick)
             try:
                 bench.start_servers()
+                # First, on fresh server processes: memory readings of later phases would be
+                # blurred by memory the processes freed and reuse.
+                print("== opening connections; memory per idle subscribed connection", flush=True)
+                for server in SERVERS:
+                    results["memory"].append(bench.memory(server, 5000))
                 print("== latency at 20 messages/s, by number of subscribers", flush=True)
                 for n in sizes:
                     for server in SERVERS:
@@ -302,9 +308,6 @@ def main() -> None:
                     results["two_processes"].append(
                         bench.scenario("product", 1000, rate, 4, servers=["product", "product2"])
                     )
-                print("== opening connections; memory per idle subscribed connection", flush=True)
-                for server in SERVERS:
-                    results["memory"].append(bench.memory(server, 5000))
                 print("== scheduler", flush=True)
                 results["scheduler"] = scheduler_bench(bench.env)
             finally:

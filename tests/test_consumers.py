@@ -492,3 +492,30 @@ async def test_connect_subscribe_disconnect_are_logged(connect, caplog):
     text = caplog.text
     assert "connect " in text and "subscribe " in text and "topic=news" in text
     assert "disconnect " in text and "code=1000" in text
+
+
+async def test_disabling_a_topic_takes_effect_at_once_in_this_process(connect):
+    topic = await make_topic("news")
+    _, _, ws = await connect()
+    await ws.subscribe("news")  # the topic row is now cached
+    topic.enabled = False
+    await database_sync_to_async(topic.save)()
+    answer = await ws.request({"type": "subscribe", "topic": "news", "id": 1})
+    assert answer["code"] == "not_found"
+
+
+async def test_latest_seq_stays_current_while_no_local_connection_holds_the_topic(connect):
+    await make_topic("news", backlog=0)
+    _, _, first = await connect()
+    await first.subscribe("news")
+    await apublish("news", {"n": 1})
+    assert (await first.recv())["seq"] == 1
+    await first.request({"type": "unsubscribe", "topic": "news"})
+    for i in (2, 3):
+        await apublish("news", {"n": i})
+    _, _, second = await connect()
+    await make_topic("marker")
+    await second.subscribe("marker")
+    await apublish("marker", "barrier")  # once it arrives, 2 and 3 have passed the hub
+    assert (await second.recv())["topic"] == "marker"
+    assert (await second.subscribe("news"))["seq"] == 3
