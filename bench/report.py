@@ -161,8 +161,11 @@ def targets(results: dict) -> list[str]:
         subscribers (the tutorial design), its saturation throughput there."""
         if best[server]:
             return best[server]["delivered_per_s"]
-        runs = [r for r in results["throughput"] + results["latency"]
-                if r["server"] == server and r["clients"] == 1000]
+        runs = [
+            r
+            for r in results["throughput"] + results["latency"]
+            if r["server"] == server and r["clients"] == 1000
+        ]
         return max((r["delivered_per_s"] for r in runs), default=float("nan"))
 
     ratio_raw = rate("product") / rate("raw")
