@@ -120,10 +120,17 @@ class Bench:
 
     # --- one scenario
 
-    def loadgen(self, args: list[str]) -> tuple[subprocess.Popen, dict]:
+    def loadgen(
+        self, clients: int, count: int, urls: list[str], topic: str | None, *extra: str
+    ) -> tuple[subprocess.Popen, dict]:
         """Start the load generator; return it once its clients are ready, with its report."""
+        args = [PY, str(BENCH / "loadgen.py"), "--clients", str(clients), "--count", str(count)]
+        for url in urls:
+            args += ["--url", url]
+        if topic is not None:
+            args += ["--topic", topic]
         gen = subprocess.Popen(
-            ["bash", "-c", "ulimit -n $(ulimit -Hn); exec " + shlex.join(args)],
+            ["bash", "-c", "ulimit -n $(ulimit -Hn); exec " + shlex.join([*args, *extra])],
             env=self.env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -141,29 +148,19 @@ class Bench:
         rate: float,
         seconds: float,
         servers: list[str] | None = None,
-        on_ready=None,
     ) -> dict:
         """N clients on ``server`` (or several product processes), ``rate`` msgs/s."""
         count = max(1, int(rate * seconds))
         mode = "product" if server.startswith("product") else server
         topic = self.new_topic() if mode == "product" else "bench"
-        args = [
-            PY,
-            str(BENCH / "loadgen.py"),
-            "--clients",
-            str(clients),
-            "--count",
-            str(count),
+        gen, ready = self.loadgen(
+            clients,
+            count,
+            self.urls(servers or [server]),
+            topic if mode == "product" else None,
             "--drain",
             "5",
-        ]
-        for url in self.urls(servers or [server]):
-            args += ["--url", url]
-        if mode == "product":
-            args += ["--topic", topic]
-        gen, ready = self.loadgen(args)
-        if on_ready is not None:
-            on_ready()
+        )
         started = time.monotonic()
         subprocess.run(
             [
@@ -216,20 +213,8 @@ class Bench:
         """Open ``clients`` idle subscribed connections; time it and measure server memory."""
         mode = "product" if server == "product" else server
         before = self.rss(server)
-        args = [
-            PY,
-            str(BENCH / "loadgen.py"),
-            "--clients",
-            str(clients),
-            "--count",
-            "1",
-            "--hold",
-            "--url",
-            self.urls([server])[0],
-        ]
-        if mode == "product":
-            args += ["--topic", self.new_topic()]
-        gen, ready = self.loadgen(args)
+        topic = self.new_topic() if mode == "product" else None
+        gen, ready = self.loadgen(clients, 1, self.urls([server]), topic, "--hold")
         time.sleep(1.0)  # let the server settle before reading its RSS
         after = self.rss(server)
         gen.stdin.write("done\n")
@@ -321,10 +306,12 @@ def main() -> None:
     }
     results["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     results["command"] = command
-    (BENCH / "results.json").write_text(json.dumps(results, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent / "results.json").write_text(json.dumps(results, indent=1))
     from report import write_report
 
-    write_report(results, Path(args.out))
+    write_report(results, out)
     print(f"wrote {args.out}")
 
 
