@@ -21,12 +21,17 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for server, style in (("product", "o-"), ("raw", "s--"), ("tutorial", "^:")):
+    styles = (("product", "o-", "C0"), ("raw", "s--", "C1"), ("tutorial", "^:", "C2"))
+    for server, style, color in styles:
         rows = [r for r in results["latency"] if r["server"] == server]
         n = [r["clients"] for r in rows]
-        left.plot(n, [r["p50_ms"] for r in rows], style, label=f"{LABELS[server]} p50")
-        left.plot(n, [r["p99_ms"] for r in rows], style, alpha=0.4, label=f"{server} p99")
-        right.plot(n, [r["delivered_per_s"] for r in rows], style, label=LABELS[server])
+        left.plot(n, [r["p50_ms"] for r in rows], style, color=color, label=f"{LABELS[server]} p50")
+        left.plot(
+            n, [r["p99_ms"] for r in rows], style, color=color, alpha=0.35, label=f"{server} p99"
+        )
+        right.plot(
+            n, [r["delivered_per_s"] for r in rows], style, color=color, label=LABELS[server]
+        )
     left.set_yscale("log")
     left.set_xlabel("subscribers (N), 20 messages/s")
     left.set_ylabel("latency, ms (log)")
