@@ -4,12 +4,14 @@ the home page, a topic page and the console. Run: .venv/bin/python scripts/scree
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
