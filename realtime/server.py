@@ -39,14 +39,13 @@ def daphne_command(
     connections) is on when ``access_log`` is True, or when ACCESS_LOG=1 if it is None."""
     if access_log is None:
         access_log = os.environ.get("ACCESS_LOG", "0") == "1"
+    interface = str(host).replace(":", "\\:")  # IPv6 colons are escaped in endpoints
     return [
         sys.executable,
         "-m",
         "daphne",
-        "-b",
-        host,
-        "-p",
-        str(port),
+        "-e",
+        f"tcp:port={port}:interface={interface}:backlog={LISTEN_BACKLOG}",
         "-v",
         "1" if access_log else "0",
         # One frame limit for the whole stack: autobahn closes a larger frame with 1009
@@ -82,3 +81,20 @@ def tune_gc() -> None:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m realtime.server --port 8001``: run one daphne process with these flags."""
+    import argparse
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    args = parser.parse_args(argv)
+    command = daphne_command(args.host, args.port)
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()
