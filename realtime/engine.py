@@ -145,6 +145,8 @@ class Hub:
         self._heads = heads_channel(prefix)
         self._heads_bytes = self._heads.encode()
         self._presence_dirty = True
+        # The watchdog of the pub/sub connection (seconds): poll, ping when quiet, give up.
+        self.poll_every, self.ping_after, self.silent_limit = 5.0, 15.0, 30.0
 
     # -- local subscribers
 
@@ -228,12 +230,23 @@ class Hub:
             pubsub = client.pubsub()
             try:
                 await pubsub.psubscribe(self._topic_prefix + "*", self._heads)
+                loop = asyncio.get_running_loop()
+                heard, pinged = loop.time(), False
                 while True:
                     message = await pubsub.get_message(
-                        ignore_subscribe_messages=False, timeout=None
+                        ignore_subscribe_messages=False, timeout=self.poll_every
                     )
                     if message is None:
+                        # A Redis that stopped answering without closing the connection
+                        # (paused, a network partition) must not pass for a quiet one.
+                        silent = loop.time() - heard
+                        if silent > self.silent_limit:
+                            raise ConnectionError(f"no answer from Redis for {silent:.0f}s")
+                        if silent > self.ping_after and not pinged:
+                            await pubsub.ping()
+                            pinged = True
                         continue
+                    heard, pinged = loop.time(), False
                     kind = message["type"]
                     if kind == "pmessage":
                         if message["channel"] == self._heads_bytes:

@@ -89,3 +89,29 @@ async def test_hub_resyncs_subscribers_when_its_redis_subscription_returns(conne
     hub = engine.hub()
     await hub._subscribed()  # what the hub runs each time its subscription is re-established
     assert (await ws.recv())["seq"] == 1
+
+
+async def test_hub_notices_a_silent_redis_and_resubscribes_when_it_answers(tmp_path, settings):
+    import os
+    import signal
+
+    from realtime import engine
+    from realtime.embedded import EmbeddedRedis
+    from tests.conftest import layer_settings
+
+    with EmbeddedRedis(directory=tmp_path / "redis") as redis:
+        settings.CHANNEL_LAYERS = layer_settings(redis.url, "silent")
+        hub = engine.Hub(*engine.redis_config())
+        hub.poll_every, hub.ping_after, hub.silent_limit = 0.1, 0.3, 0.8
+        try:
+            assert await hub.wait_ready(10)
+            os.kill(redis.process.pid, signal.SIGSTOP)  # alive, connected, not answering
+            async with asyncio.timeout(10):
+                while hub.ready.is_set():
+                    await asyncio.sleep(0.05)
+            os.kill(redis.process.pid, signal.SIGCONT)
+            assert await hub.wait_ready(15)
+            assert hub.subscribes == 2
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
+            await hub.stop()
