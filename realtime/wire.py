@@ -56,10 +56,6 @@ class Frame:
         self._text = text
         self._wire: bytes | None = None
 
-    @classmethod
-    def from_text(cls, text: str) -> Frame:
-        return cls(text.encode(), text)
-
     @property
     def text(self) -> str:
         if self._text is None:
