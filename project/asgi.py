@@ -11,21 +11,23 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from realtime.conf import refuse_insecure_secret_key  # noqa: E402
-from realtime.engine import install_shutdown_close  # noqa: E402
-from realtime.routing import websocket_application  # noqa: E402
-from realtime.server import tune_gc  # noqa: E402
+from realtime.conf import realtime_settings, refuse_insecure_secret_key  # noqa: E402
+from realtime.routing import IgnoreRootPathHeader, websocket_application  # noqa: E402
+from realtime.server import install_shutdown_close, limit_http_request_time, tune_gc  # noqa: E402
 
 # Refuse to serve with DEBUG off and the development key. Test runs (pytest-django turns
 # DEBUG off) may import the application in-process; they serve nothing.
 if "pytest" not in sys.modules:
     refuse_insecure_secret_key()
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": websocket_application(),
-    }
+application = IgnoreRootPathHeader(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": websocket_application(),
+        }
+    )
 )
 tune_gc()
 install_shutdown_close()  # under daphne: close sockets with 1001 when the server stops
+limit_http_request_time(realtime_settings.HTTP_REQUEST_TIMEOUT)

@@ -7,6 +7,7 @@ Every deployment-specific value comes from an environment variable; see the READ
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
@@ -93,13 +94,22 @@ CHANNEL_LAYERS = {
                 {"address": REDIS_URL, "max_connections": env.int("REDIS_MAX_CONNECTIONS", 1000)}
             ],
             "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=1000),
+            # Every key and channel of the app starts with this prefix (several sites, or
+            # test runs, may share one Redis).
+            "prefix": env.str("REDIS_PREFIX", default="asgi"),
             "expiry": 60,
         },
     }
 }
 
 # --- The realtime app's tunables (see realtime/conf.py for every key and its default) ---
-REALTIME = env.json("REALTIME", default={})
+try:
+    REALTIME = env.json("REALTIME", default={})
+except ValueError as exc:
+    raise ImproperlyConfigured(
+        f"The REALTIME environment variable must be a JSON object such as "
+        f'{{"MAX_SUBSCRIPTIONS": 50}}: {exc}'
+    ) from None
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

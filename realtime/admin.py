@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from realtime import fanout
+from realtime import fanout, payload
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Message, Source, Topic
 from realtime.outbox import publish
 
 RECENT = 10
+
+
+def preview(data: Any, limit: int = 300) -> str:
+    """Message data as JSON text for a page; data stored before it was checked at every
+    entry (lone surrogates) is shown repaired instead of breaking the page."""
+    return payload.dumps(payload.sendable(data)[0])[:limit]
+
+
+class MessageForm(forms.ModelForm):
+    """The admin's "Add message": data is checked like every other entry point."""
+
+    class Meta:
+        model = Message
+        fields = ("topic", "data")
+
+    def clean_data(self) -> Any:
+        data = self.cleaned_data.get("data")
+        reason = payload.problem(data)
+        if reason is not None:
+            raise forms.ValidationError(reason, code="invalid")
+        return data
 
 
 @admin.register(Topic)
@@ -96,7 +117,7 @@ class TopicAdmin(admin.ModelAdmin):
                     m.seq,
                     m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                     m.source,
-                    json.dumps(m.data, ensure_ascii=False)[:300],
+                    preview(m.data),
                 )
                 for m in rows
             ),
@@ -118,15 +139,20 @@ class MessageAdmin(admin.ModelAdmin):
     list_select_related = ("topic", "author")
     date_hierarchy = "created_at"
     fields = ("topic", "data")
+    form = MessageForm
     autocomplete_fields = ()
 
     @admin.display(boolean=True, description="fanned out")
     def delivered(self, obj: Message) -> bool:
         return obj.fanned_out_at is not None
 
+    @admin.display(description="data")
+    def data_json(self, obj: Message) -> str:
+        return preview(obj.data, limit=10_000)
+
     def get_readonly_fields(self, request, obj=None):
         if obj is not None:
-            return ("topic", "seq", "data", "source", "author", "created_at", "fanned_out_at")
+            return ("topic", "seq", "data_json", "source", "author", "created_at", "fanned_out_at")
         return ()
 
     def get_fields(self, request, obj=None):

@@ -15,6 +15,7 @@ _POSITIVE_INTS = (
     "MAX_SUBSCRIPTIONS",
     "OUTBOX_BATCH",
     "MAX_SEND_BUFFER",
+    "FRAME_BURST",
 )
 _NON_NEGATIVE_INTS = ("ABUSE_BUDGET", "DEFAULT_BACKLOG", "MAX_CONNECTIONS_PER_ADDRESS")
 _POSITIVE_NUMBERS = (
@@ -23,9 +24,18 @@ _POSITIVE_NUMBERS = (
     "DEFAULT_RETENTION",
     "HEADS_WINDOW",
     "SCHEDULER_LOCK_TTL",
+    "FRAME_RATE_PER_S",
+    "FANOUT_TIMEOUT",
+    "HTTP_REQUEST_TIMEOUT",
 )
-_NON_NEGATIVE_NUMBERS = ("OUTBOX_GRACE",)
-_BOOLEANS = ("REQUIRE_ORIGIN", "CONSUMER_CHANNEL_LAYER", "DIRECT_WRITE", "GC_TUNING")
+_NON_NEGATIVE_NUMBERS = ("OUTBOX_GRACE", "FANOUT_COOLDOWN")
+_BOOLEANS = (
+    "REQUIRE_ORIGIN",
+    "CONSUMER_CHANNEL_LAYER",
+    "DIRECT_WRITE",
+    "GC_TUNING",
+    "TRUST_ROOT_PATH_HEADER",
+)
 
 
 def _is_int(value: Any) -> bool:
@@ -85,6 +95,24 @@ def check_realtime_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]
             )
     errors.extend(_check_channel_layer(value))
     return errors
+
+
+@register(Tags.security, deploy=True)
+def check_open_origins(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Wildcards in ALLOWED_HOSTS open the WebSocket Origin check to other sites."""
+    wild = [h for h in settings.ALLOWED_HOSTS if h == "*" or h.startswith(".")]
+    if not wild:
+        return []
+    return [
+        Warning(
+            f"ALLOWED_HOSTS contains {', '.join(map(repr, wild))}: WebSocket handshakes from "
+            "pages of any matching host are accepted, so a page on such a host can open a "
+            "socket with a visitor's session (cross-site WebSocket hijacking).",
+            hint="List exact host names in ALLOWED_HOSTS, and other sites' origins that may "
+            "open sockets in REALTIME['ALLOWED_ORIGINS'].",
+            id="realtime.W002",
+        )
+    ]
 
 
 def _check_channel_layer(value: dict[str, Any]) -> list[Any]:

@@ -14,6 +14,10 @@ DEFAULTS: dict[str, Any] = {
     # Visitor publish: token bucket per connection.
     "PUBLISH_RATE_PER_S": 10.0,
     "PUBLISH_BURST": 20,
+    # Frames of any type (pings too) a connection may send: token bucket per connection.
+    # Beyond it frames are refused with rate_limited, which spends the abuse budget.
+    "FRAME_RATE_PER_S": 50.0,
+    "FRAME_BURST": 100,
     # Bad frames and refused publishes a connection may send after being told, before 1008.
     "ABUSE_BUDGET": 20,
     # Subscriptions one connection may hold.
@@ -25,6 +29,11 @@ DEFAULTS: dict[str, Any] = {
     # Bytes the server may hold for a connection that does not read; beyond, it is dropped
     # (it resumes later with `since`). Under daphne only.
     "MAX_SEND_BUFFER": 1024 * 1024,
+    # The after-commit fan-out runs in the publisher's thread: it waits for Redis at most
+    # FANOUT_TIMEOUT seconds; after a failure it leaves messages to the outbox sweep for
+    # FANOUT_COOLDOWN seconds before trying Redis again (a circuit breaker).
+    "FANOUT_TIMEOUT": 0.1,
+    "FANOUT_COOLDOWN": 1.0,
     # Defaults for new topics.
     "DEFAULT_BACKLOG": 10,
     "DEFAULT_RETENTION": 1000,
@@ -41,8 +50,15 @@ DEFAULTS: dict[str, Any] = {
     "SCHEDULER_LOCK_TTL": 5.0,
     # Extra origins (scheme://host[:port]) allowed to open sockets beside ALLOWED_HOSTS.
     "ALLOWED_ORIGINS": [],
-    # Refuse handshakes without an Origin header (non-browser clients).
+    # Refuse handshakes without an Origin header (non-browser clients). When False, such a
+    # handshake is accepted but treated as anonymous even if it carries a session cookie.
     "REQUIRE_ORIGIN": False,
+    # daphne turns a client's Daphne-Root-Path header into the ASGI root_path. Only a proxy
+    # that sets (and strips) it may be trusted; by default the header is ignored.
+    "TRUST_ROOT_PATH_HEADER": False,
+    # Seconds a client may take to send its HTTP request (headers) before the server closes
+    # the connection (slow clients holding sockets open).
+    "HTTP_REQUEST_TIMEOUT": 20.0,
     # The channel layer whose Redis (hosts[0]) and prefix the fan-out engine uses.
     "CHANNEL_LAYER": "default",
     # Give each consumer a channel-layer channel (for group_send from other code). Topics do

@@ -1,131 +1,54 @@
 """The /ws/ endpoint: one thin consumer implementing the realtime.v1 protocol.
 
-Frame parsing lives in ``protocol``; database reads in the small helpers below; topic frames
-arrive from this process's ``engine.Hub`` by a direct call (``deliver``), not through the
-channel layer.
-
-Delivery guarantee, per topic (``TopicState``): ``last`` is the last seq sent on this
-connection and ``target`` the highest seq known to exist. A frame at or below ``last`` is a
-duplicate and dropped; the frame right after ``last`` is sent at once; anything further means
-frames were lost, and a catch-up task reads ``last+1 .. target`` from the database. While a
-replay or catch-up runs (``busy``), live frames only raise ``target``, so frames are sent in
-order from one place at a time.
+Frame parsing lives in ``protocol``, the per-topic delivery state machine in ``delivery``, topic
+lookups and the read rule in ``topics``, revocation in ``access``, socket writes and closes
+under daphne in ``wire``. Topic frames arrive from this process's ``engine.Hub`` by a direct
+call (``deliver``), not through the channel layer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import DEFAULT_CHANNEL_LAYER
-from django.db.models.signals import post_delete, post_save
+from django.conf import settings
 
-from realtime import engine, fanout, protocol, wire
+from realtime import engine, protocol, topics, wire
+from realtime.access import session_user_id
 from realtime.conf import realtime_settings
+from realtime.delivery import Stream, Verdict
 from realtime.exceptions import InvalidMessage, TopicNotFound
+from realtime.fanout import frame as message_frame
 from realtime.models import Message, Source, Topic
-from realtime.origins import header, origin_allowed
+from realtime.origins import handshake_refusal
 from realtime.outbox import publish
 from realtime.protocol import ProtocolError
 from realtime.ratelimit import TokenBucket
 
 logger = logging.getLogger("realtime.consumer")
 
-# Replayed and gap-filled messages are read from the database in pages of this size.
-PAGE = 500
-# How long a subscribe waits for this process's first Redis subscription before replaying.
-HUB_READY_TIMEOUT = 5.0
-
-
-@dataclass(slots=True)
-class TopicState:
-    """One subscription's delivery position."""
-
-    topic_id: int
-    last: int
-    target: int
-    busy: bool = False
-
-
-# Topic rows are cached per process for a moment: thousands of visitors subscribing to the
-# same topic need one query, not thousands. Saving a topic in this process drops its entry at
-# once (signals below); other processes see a change within TOPIC_CACHE_SECONDS. Read access
-# to a private topic is always checked against the database.
-TOPIC_CACHE_SECONDS = 1.0
-TOPIC_CACHE_SIZE = 10_000
-_topics: dict[str, tuple[float, Topic]] = {}
-
-
-def forget_topic(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
-    if instance is None:
-        _topics.clear()
-    else:
-        _topics.pop(instance.slug, None)
-
-
-post_save.connect(forget_topic, sender=Topic, dispatch_uid="realtime.forget_topic.save")
-post_delete.connect(forget_topic, sender=Topic, dispatch_uid="realtime.forget_topic.delete")
-
-
-@database_sync_to_async
-def fetch_topic(slug: str) -> Topic | None:
-    return Topic.objects.filter(slug=slug, enabled=True).first()
-
-
-@database_sync_to_async
-def may_read(topic: Topic, user: Any) -> bool:
-    return topic.can_read(user)
-
-
-async def topic_access(slug: str, user: Any) -> tuple[Topic | None, bool, bool]:
-    """(topic or None when missing/disabled, may read, may publish)."""
-    now = time.monotonic()
-    cached = _topics.get(slug)
-    if cached is not None and now - cached[0] < TOPIC_CACHE_SECONDS:
-        topic = cached[1]
-    else:
-        topic = await fetch_topic(slug)
-        if topic is None:
-            _topics.pop(slug, None)
-            return None, False, False
-        if len(_topics) >= TOPIC_CACHE_SIZE:
-            _topics.clear()
-        _topics[slug] = (now, topic)
-    readable = (not topic.private) or await may_read(topic, user)
-    return topic, readable, readable and topic.visitor_publish
+PAGE = 500  # replayed and gap-filled messages are read in pages of this size
+HUB_READY_TIMEOUT = 5.0  # a subscribe waits this long for the process's Redis subscription
 
 
 @database_sync_to_async
 def latest_seq(topic_id: int) -> int:
-    return Topic.objects.filter(pk=topic_id).values_list("last_seq", flat=True).first() or 0
+    return Topic.objects.latest_seq(topic_id)
 
 
 @database_sync_to_async
-def read_messages(topic_id: int, after: int, upto: int) -> list[tuple[int, str]]:
-    """(seq, frame) of retained messages with after < seq <= upto, in order, one page."""
-    rows = (
-        Message.objects.filter(topic_id=topic_id, seq__gt=after, seq__lte=upto)
-        .select_related("topic")
-        .order_by("seq")[:PAGE]
-    )
-    return [(m.seq, fanout.frame(m)) for m in rows]
+def read_page(topic_id: int, after: int, upto: int) -> list[tuple[int, str]]:
+    return [(m.seq, message_frame(m)) for m in Message.objects.page(topic_id, after, upto, PAGE)]
 
 
 @database_sync_to_async
 def first_retained_seq(topic_id: int, after: int) -> int | None:
-    return (
-        Message.objects.filter(topic_id=topic_id, seq__gt=after)
-        .order_by("seq")
-        .values_list("seq", flat=True)
-        .first()
-    )
+    return Message.objects.first_retained_seq(topic_id, after)
 
 
 @database_sync_to_async
@@ -133,123 +56,137 @@ def store(topic: Topic, data: Any, user: Any) -> Message:
     return publish(topic, data, source=Source.VISITOR, user=user)
 
 
+@database_sync_to_async
+def current_user(session_key: str | None, user_id: Any) -> Any:
+    """The user behind the session now, or None when the session no longer authenticates it."""
+    if session_user_id(session_key) != user_id:
+        return None
+    from django.contrib.auth import get_user_model
+
+    return get_user_model()._default_manager.filter(pk=user_id).first()
+
+
+def not_found(slug: str, frame: protocol.ClientFrame) -> ProtocolError:
+    # Private topics the user may not read answer exactly like missing ones.
+    return ProtocolError(protocol.NOT_FOUND, f"No topic {slug!r}.", id=frame.id, topic=slug)
+
+
 class RealtimeConsumer(AsyncWebsocketConsumer):
     """A visitor's socket: subscriptions, replay, visitor publish, ping."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The ordinary channel layer (a channel name, groups) is optional: topics do not need
-        # it, and without it a connection costs no layer receive task.
+        # Topics do not need the channel layer; without it a connection costs no receive task.
         if not realtime_settings.CONSUMER_CHANNEL_LAYER:
             self.channel_layer_alias = None
-        elif self.channel_layer_alias == DEFAULT_CHANNEL_LAYER:
+        elif self.channel_layer_alias == "default":
             self.channel_layer_alias = realtime_settings.CHANNEL_LAYER
-        self.subscriptions: dict[str, TopicState] = {}
+        self.streams: dict[str, Stream] = {}
         self.hub: engine.Hub | None = None
-        self.wire: Any = None
+        self.protocol: Any = None  # daphne's protocol object, when under daphne
+        self.direct: Any = None  # the same, when fanned-out frames are written directly
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
+        self.counted = False
+        self.user: Any = None
+        self.user_id: Any = None
+        self.session_key: str | None = None
+        self.connection_id = uuid.uuid4().hex[:16]
+        self.address = "?"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Clean-up runs whatever ends the consumer: a disconnect, an exception, a cancellation
+        # by daphne, or a close the server sent itself.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._clean_up()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Dispatch without channels' per-message thread hop to close old database
         connections: every database helper here is a ``database_sync_to_async`` call, which
-        already does that in the database thread, so the hop only cost a thread round trip
-        for every frame and connect."""
+        already does that in the database thread."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']!r}")
         await handler(message)
 
+    # --- the handshake ------------------------------------------------------------------------
+
     async def connect(self) -> None:
-        self.user = self.scope.get("user")
-        self.address = ":".join(str(p) for p in (self.scope.get("client") or ("?",)))
-        self.connection_id = uuid.uuid4().hex[:16]
-        offered = self.scope.get("subprotocols") or []
-        if offered and protocol.PROTOCOL not in offered:
-            logger.info(
-                "refused %s: subprotocols %r lack %s", self.address, offered, protocol.PROTOCOL
-            )
-            await self.close()
-            return
-        origin = header(self.scope, b"origin")
-        if not origin_allowed(origin):
-            logger.info("refused %s: origin %r not allowed", self.address, origin)
-            await self.close()
-            return
+        client = self.scope.get("client") or ("?",)
+        self.address = ":".join(str(p) for p in client)
+        refusal = handshake_refusal(self.scope)
         conf = realtime_settings
         self.hub = engine.hub()
-        client_host = str((self.scope.get("client") or ("?",))[0])
-        if not self.hub.connected(self, client_host, conf.MAX_CONNECTIONS_PER_ADDRESS):
-            logger.warning(
-                "refused %s: already %d connection(s) from this address",
-                self.address,
-                conf.MAX_CONNECTIONS_PER_ADDRESS,
-            )
+        if refusal is None and not self.hub.connected(
+            self, str(client[0]), conf.MAX_CONNECTIONS_PER_ADDRESS
+        ):
+            refusal = f"already {conf.MAX_CONNECTIONS_PER_ADDRESS} connection(s) from its address"
+        if refusal is not None:
+            logger.info("refused %s: %s", self.address, refusal)
             await self.close()
             return
-        self.client_host = client_host
+        self.counted = True
+        self.user = self.scope.get("user")
+        if self.user is not None and self.user.is_authenticated:
+            self.user_id = self.user.pk
+            self.session_key = self.scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
         self.max_send_buffer = conf.MAX_SEND_BUFFER
         self.max_frame_bytes = conf.MAX_FRAME_BYTES
-        self.max_subscriptions = conf.MAX_SUBSCRIPTIONS
         self.publish_bucket = TokenBucket(conf.PUBLISH_RATE_PER_S, conf.PUBLISH_BURST)
-        # Bad frames and refusals: ABUSE_BUDGET at once, one more a second; then 1008.
+        self.frame_bucket = TokenBucket(conf.FRAME_RATE_PER_S, conf.FRAME_BURST)
+        # Refused frames: ABUSE_BUDGET at once, one more a second; then 1008.
         self.abuse_bucket = TokenBucket(1.0, max(1, conf.ABUSE_BUDGET))
         self.hub.start()
-        # daphne's protocol, for direct socket writes of fanned-out frames (see realtime.wire).
-        self.wire = (
-            wire.daphne_protocol(self.scope.get(wire.SCOPE_KEY)) if conf.DIRECT_WRITE else None
-        )
-        if self.wire is not None:
-            engine.install_shutdown_close()
-            # When autobahn fails a connection (a frame over the size limit, a protocol
-            # error) it sends the close code (1009...) instead of dropping the TCP stream.
-            self.wire.failByDrop = False
-        await self.accept(subprotocol=protocol.PROTOCOL if offered else None)
-        await self.send(
-            text_data=protocol.welcome(
-                self.connection_id,
-                self.username,
-                {
-                    "max_frame_bytes": self.max_frame_bytes,
-                    "max_subscriptions": self.max_subscriptions,
-                    "publish_rate_per_s": conf.PUBLISH_RATE_PER_S,
-                },
-            )
-        )
+        self.protocol = wire.daphne_protocol(self.scope.get(wire.SCOPE_KEY))
+        self.direct = self.protocol if conf.DIRECT_WRITE else None
+        subprotocols = self.scope.get("subprotocols") or []
+        await self.accept(subprotocol=protocol.PROTOCOL if subprotocols else None)
+        limits = {
+            "max_frame_bytes": self.max_frame_bytes,
+            "max_subscriptions": conf.MAX_SUBSCRIPTIONS,
+            "publish_rate_per_s": conf.PUBLISH_RATE_PER_S,
+        }
+        await self.send(text_data=protocol.welcome(self.connection_id, self.username, limits))
         logger.info("connect %s user=%s addr=%s", self.connection_id, self.username, self.address)
 
     @property
     def username(self) -> str | None:
-        user = getattr(self, "user", None)
+        user = self.user
         return user.get_username() if user is not None and user.is_authenticated else None
 
     async def disconnect(self, code: int) -> None:
-        self.closing = True
-        for slug in list(self.subscriptions):
-            self._leave(slug)
-        if self.hub is not None:
-            self.hub.disconnected(self, getattr(self, "client_host", "?"))
-        for task in list(self.tasks):
-            task.cancel()
         logger.info(
             "disconnect %s user=%s addr=%s code=%s",
-            getattr(self, "connection_id", "-"),
+            self.connection_id,
             self.username,
-            getattr(self, "address", "?"),
+            self.address,
             code,
         )
 
-    # --- frames from the client -------------------------------------------------------------
+    def _clean_up(self) -> None:
+        """Leave every topic and the hub's connection count; idempotent."""
+        self.closing = True
+        for slug in list(self.streams):
+            self._leave(slug)
+        if self.hub is not None and self.counted:
+            self.counted = False
+            self.hub.disconnected(self, str((self.scope.get("client") or ("?",))[0]))
+        for task in list(self.tasks):
+            task.cancel()
+
+    # --- frames from the client ---------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
         if text_data is None:
             if bytes_data is not None and len(bytes_data) > self.max_frame_bytes:
                 await self._close(protocol.CLOSE_TOO_BIG, "binary frame over the limit")
                 return
             await self._refuse(
-                ProtocolError(
-                    protocol.BINARY_UNSUPPORTED, "Binary frames are not supported; send JSON text."
-                )
+                ProtocolError(protocol.BINARY_UNSUPPORTED, "Send JSON text, not binary frames.")
             )
             return
         # A str has at most 4 bytes per character: only encode when it could be too big.
@@ -260,13 +197,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return
         logger.debug("frame in %s: %.200s", self.connection_id, text_data)
         try:
+            if not self.frame_bucket.take():
+                raise ProtocolError(
+                    protocol.RATE_LIMITED,
+                    f"A connection may send {self.frame_bucket.rate:g} frames a second.",
+                    id=protocol.frame_id(text_data),
+                )
             frame = protocol.parse(text_data)
-            handler = getattr(self, f"on_{frame.type}")
-            await handler(frame)
+            await getattr(self, f"on_{frame.type}")(frame)
         except ProtocolError as exc:
             await self._refuse(exc)
         except Exception:
-            logger.exception("server error on %s serving %.200s", self.connection_id, text_data)
+            logger.exception("server error on %s serving %.200r", self.connection_id, text_data)
             await self.send(
                 text_data=protocol.error(
                     protocol.SERVER_ERROR,
@@ -280,71 +222,62 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def on_subscribe(self, frame: protocol.ClientFrame) -> None:
         slug = str(frame.topic)
-        if slug not in self.subscriptions and len(self.subscriptions) >= self.max_subscriptions:
+        limit = realtime_settings.MAX_SUBSCRIPTIONS
+        if slug not in self.streams and len(self.streams) >= limit:
             raise ProtocolError(
                 protocol.TOO_MANY_SUBSCRIPTIONS,
-                f"A connection may hold {self.max_subscriptions} subscriptions; unsubscribe first.",
+                f"A connection may hold {limit} subscriptions; unsubscribe first.",
                 id=frame.id,
                 topic=slug,
             )
-        state = self.subscriptions.get(slug)
-        resubscribe = state is not None
-        if state is None:
+        stream = self.streams.get(slug)
+        resubscribe = stream is not None
+        hub = self.hub or engine.hub()
+        if stream is None:
             # Listen first, then read: anything stored after the read arrives from the hub
-            # (until then `busy` makes live frames only raise the target).
-            state = TopicState(0, last=0, target=0, busy=True)
-            self.subscriptions[slug] = state
-            hub = self.hub or engine.hub()
+            # (until then the new stream is busy, and live frames only raise its target).
+            stream = self.streams[slug] = Stream()
             hub.add(slug, self)
             await hub.wait_ready(HUB_READY_TIMEOUT)
         try:
-            topic, readable, _ = await topic_access(slug, self.user)
+            found = await topics.access(slug, self.user)
         except Exception:
             if not resubscribe:
                 self._leave(slug)
             raise
-        if topic is None or not readable:
+        if found.topic is None:
             self._leave(slug)  # access is checked again on every subscribe
-            if topic is None:
-                raise ProtocolError(
-                    protocol.NOT_FOUND, f"No topic {slug!r}.", id=frame.id, topic=slug
-                )
-            raise ProtocolError(
-                protocol.FORBIDDEN, f"You may not read {slug!r}.", id=frame.id, topic=slug
-            )
+            raise not_found(slug, frame)
+        topic = found.topic
         if resubscribe:
             # Already subscribed: confirm; nothing already sent is sent again.
             latest = await latest_seq(topic.pk)
             await self.send(text_data=protocol.subscribed(slug, latest, True, id=frame.id))
             self.advance(slug, latest)
             return
-        state.topic_id = topic.pk
-        latest = await self._latest(hub, slug, topic.pk)
-        since = frame.since
-        if since is None or since > latest:
-            start, recovered = max(0, latest - topic.backlog), False
-        else:
-            start = since
-            first = await first_retained_seq(topic.pk, since) if since < latest else None
-            recovered = since == latest or first == since + 1
-        state.last = start
-        state.target = max(state.target, latest)
+        stream.topic_id = topic.pk
+        latest = await self._latest(hub, slug, topic.pk, frame.since)
+        recovered = stream.start(frame.since, latest, topic.backlog)
+        if recovered is None:
+            recovered = await first_retained_seq(topic.pk, stream.last) == stream.last + 1
         await self.send(text_data=protocol.subscribed(slug, latest, recovered, id=frame.id))
-        await self._catch_up(slug, state)
+        await self._catch_up(slug, stream)
         logger.info(
             "subscribe %s user=%s topic=%s since=%s seq=%s",
             self.connection_id,
             self.username,
             slug,
-            since,
+            frame.since,
             latest,
         )
 
-    async def _latest(self, hub: engine.Hub, slug: str, topic_id: int) -> int:
+    async def _latest(self, hub: engine.Hub, slug: str, topic_id: int, since: int | None) -> int:
         """The topic's latest seq: from the hub when it tracks it, else from the database
-        (read after listening, so nothing published later can be missed)."""
+        (read after listening, so nothing published later can be missed). A ``since`` beyond
+        the hub's head may come from a client of another process that saw a message this
+        one has not received yet: the database decides."""
         head = hub.head(slug)
-        if head is not None:
+        if head is not None and (since is None or since <= head):
             return head
         epoch = hub.epoch()
         latest = await latest_seq(topic_id)
@@ -365,112 +298,139 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 id=frame.id,
                 topic=slug,
             )
-        topic, _, may_publish = await topic_access(slug, self.user)
-        if topic is None:
-            raise ProtocolError(protocol.NOT_FOUND, f"No topic {slug!r}.", id=frame.id, topic=slug)
-        if not may_publish:
+        found = await topics.access(slug, self.user)
+        if found.topic is None:
+            raise not_found(slug, frame)
+        if not found.may_publish:
             raise ProtocolError(
                 protocol.FORBIDDEN, f"You may not publish to {slug!r}.", id=frame.id, topic=slug
             )
         try:
-            message = await store(topic, frame.data, self.user)
+            message = await store(found.topic, frame.data, self.user)
         except TopicNotFound:
-            raise ProtocolError(
-                protocol.NOT_FOUND, f"No topic {slug!r}.", id=frame.id, topic=slug
-            ) from None
+            raise not_found(slug, frame) from None
         except InvalidMessage as exc:
             raise ProtocolError(protocol.BAD_REQUEST, str(exc), id=frame.id, topic=slug) from None
         await self.send(text_data=protocol.published(slug, message.seq, id=frame.id))
 
-    # --- from the hub (engine.Subscriber) ---------------------------------------------------
+    # --- from the hub (engine.Subscriber) -----------------------------------------------------
 
     async def deliver(self, slug: str, seq: int, frame: wire.Frame) -> None:
         """A live frame of ``slug``: send it if it is the next one, else catch up."""
-        state = self.subscriptions.get(slug)
-        if state is None or seq <= state.last or self.closing:
-            return  # not subscribed, or a duplicate
-        if state.busy or seq != state.last + 1:
-            self.advance(slug, seq)
+        stream = self.streams.get(slug)
+        if stream is None or self.closing:
             return
-        state.last = seq
-        if seq > state.target:
-            state.target = seq
-        if self.wire is not None:
-            if wire.buffered(self.wire) > self.max_send_buffer:
+        verdict = stream.offer(seq)
+        if verdict is Verdict.SEND:
+            if self.direct is None:
+                await self.base_send({"type": "websocket.send", "text": frame.text})
+            elif wire.buffered(self.direct) > self.max_send_buffer:
                 self._drop_slow_reader()
-                return
-            wire.write(self.wire, frame.wire)
-        else:
-            await self.base_send({"type": "websocket.send", "text": frame.text})
+            else:
+                wire.write(self.direct, frame.wire)
+        elif verdict is Verdict.FETCH:
+            self._spawn(self._catch_up(slug, stream))
 
     def advance(self, slug: str, seq: int) -> None:
         """``seq`` exists in ``slug``: fetch what this connection lacks up to it."""
-        state = self.subscriptions.get(slug)
-        if state is None or self.closing:
-            return
-        if seq > state.target:
-            state.target = seq
-        if state.last < state.target and not state.busy:
-            state.busy = True
-            task = asyncio.get_running_loop().create_task(self._catch_up(slug, state))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        stream = self.streams.get(slug)
+        if stream is not None and not self.closing and stream.learn(seq):
+            self._spawn(self._catch_up(slug, stream))
 
-    # --- helpers ------------------------------------------------------------------------------
-
-    async def _catch_up(self, slug: str, state: TopicState) -> None:
-        """Send ``state.last+1 .. state.target`` from the database, in order (busy meanwhile)."""
-        state.busy = True
-        try:
-            while self.subscriptions.get(slug) is state and state.last < state.target:
-                rows = await read_messages(state.topic_id, state.last, state.target)
-                if self.subscriptions.get(slug) is not state or self.closing:
-                    return
-                if not rows:
-                    state.last = state.target  # pruned: nothing left to send
-                    break
-                for seq, frame in rows:
-                    if seq > state.last:
-                        if self.wire is not None and (
-                            wire.buffered(self.wire) > self.max_send_buffer
-                        ):
-                            self._drop_slow_reader()
-                            return
-                        state.last = seq
-                        await self.base_send({"type": "websocket.send", "text": frame})
-        except Exception:
-            logger.warning("catch-up of %s on %s failed", slug, self.connection_id, exc_info=True)
-            # The next frame or head announcement for the topic tries again.
-        finally:
-            state.busy = False
-
-    def _drop_slow_reader(self) -> None:
-        """The client does not read: drop it before its buffer grows (it resumes with since)."""
+    def access_changed(self, event: dict[str, Any]) -> None:
+        """Someone's access may have ended: re-check this connection if it is concerned."""
         if self.closing:
             return
-        self.closing = True
-        logger.warning(
-            "dropping slow reader %s addr=%s: over %d bytes unsent",
-            self.connection_id,
-            self.address,
-            self.max_send_buffer,
+        everything = bool(event.get("all"))
+        session = self.user_id is not None and (
+            everything
+            or self.session_key in event.get("sessions", ())
+            or self.user_id in event.get("users", ())
         )
-        for slug in list(self.subscriptions):
-            self._leave(slug)
-        self.wire.dropConnection(abort=True)
+        slugs = list(self.streams) if (session or everything) else []
+        for slug in event.get("topics", ()):
+            topics.drop(slug)  # the row changed: read it again
+            if slug in self.streams and slug not in slugs:
+                slugs.append(slug)
+        if session or slugs:
+            self._spawn(self._recheck(session, slugs))
 
     def server_shutdown(self) -> int:
         """The server is stopping: close with 1001 so the client reconnects. Returns 1 if a
         close was sent."""
-        if self.wire is None or self.closing:
+        if self.protocol is None or self.closing:
             return 0
-        self.closing = True
-        # sendCloseFrame: autobahn's sendClose() only lets applications use 1000 and 3000+.
-        self.wire.sendCloseFrame(code=protocol.CLOSE_GOING_AWAY, reasonUtf8=b"server shutting down")
+        wire.close(self.protocol, protocol.CLOSE_GOING_AWAY, "server shutting down")
+        self._clean_up()
         return 1
 
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _catch_up(self, slug: str, stream: Stream) -> None:
+        """Send ``stream.last+1 .. stream.target`` from the database, in order."""
+        stream.busy = True
+        try:
+            while self.streams.get(slug) is stream and stream.owed:
+                rows = await read_page(stream.topic_id, stream.last, stream.target)
+                if self.streams.get(slug) is not stream or self.closing:
+                    return
+                if not rows:
+                    stream.skip_to_target()  # pruned: nothing left to send
+                    break
+                for seq, text in rows:
+                    if self.direct is not None and (
+                        wire.buffered(self.direct) > self.max_send_buffer
+                    ):
+                        self._drop_slow_reader()
+                        return
+                    if stream.sent(seq):
+                        await self.base_send({"type": "websocket.send", "text": text})
+        except Exception:
+            logger.warning("catch-up of %s on %s failed", slug, self.connection_id, exc_info=True)
+            # The next frame or head announcement for the topic tries again.
+        finally:
+            stream.busy = False
+
+    async def _recheck(self, session: bool, slugs: list[str]) -> None:
+        """Close with 4401 when the session no longer authenticates the user; else leave the
+        topics it may no longer read (``unsubscribed`` with a code)."""
+        try:
+            if session:
+                user = await current_user(self.session_key, self.user_id)
+                if user is None:
+                    await self._close(protocol.CLOSE_UNAUTHORIZED, "the session ended")
+                    return
+                self.user = user
+            for slug in slugs:
+                if slug not in self.streams or self.closing:
+                    continue
+                found = await topics.access(slug, self.user)
+                if found.topic is None and slug in self.streams:
+                    self._leave(slug)
+                    await self.send(text_data=protocol.unsubscribed(slug, code=found.refusal))
+                    logger.info("access to %s ended on %s", slug, self.connection_id)
+        except Exception:
+            logger.exception("re-checking access of %s failed", self.connection_id)
+
+    def _drop_slow_reader(self) -> None:
+        """The client does not read: drop it before its buffer grows (it resumes with since)."""
+        if not self.closing:
+            logger.warning(
+                "dropping slow reader %s addr=%s: over %d bytes unsent",
+                self.connection_id,
+                self.address,
+                self.max_send_buffer,
+            )
+            wire.drop(self.direct)
+            self._clean_up()
+
     def _leave(self, slug: str) -> None:
-        if self.subscriptions.pop(slug, None) is not None and self.hub is not None:
+        if self.streams.pop(slug, None) is not None and self.hub is not None:
             self.hub.discard(slug, self)
 
     async def _refuse(self, exc: ProtocolError) -> None:
@@ -480,7 +440,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self._close(protocol.CLOSE_POLICY_VIOLATION, "kept breaking the protocol")
 
     async def _close(self, code: int, reason: str) -> None:
+        """Close with ``code``. Under daphne through its protocol object: autobahn refuses
+        application close codes other than 1000 and 3000-4999 (1008, 1009, 1011 would turn
+        into an error and a 1011)."""
+        if self.closing:
+            return
         logger.info(
             "closing %s addr=%s code=%s: %s", self.connection_id, self.address, code, reason
         )
-        await self.close(code=code)
+        if self.protocol is not None:
+            wire.close(self.protocol, code, reason)
+        else:
+            await self.close(code=code)
+        self._clean_up()

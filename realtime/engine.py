@@ -6,12 +6,13 @@ task wake-up *per connection and message*. Here each process (event loop) holds 
 one Redis connection PSUBSCRIBEd to every topic, and a map topic → local subscribers. A message
 is one PUBLISH; each process receives it once and hands the pre-serialised frame to its local
 subscribers with a direct call. Redis remains the cross-process fan-out, so any number of daphne
-processes share topics.
+processes share topics. Every Redis *write* lives in ``realtime.fanout``; this module only reads.
 
 Redis pub/sub keeps nothing: while the hub is disconnected it misses messages. On every
 (re)subscribe it therefore *resyncs*: reads each local topic's latest seq from the database and
 tells every local subscriber, which fills what it missed from the database. Heads announced by
-the scheduler (``HEADS`` channel) repair a lost *last* message the same way.
+the scheduler (``HEADS`` channel) repair a lost *last* message the same way; access changes
+missed while away are repaired by re-checking every signed-in connection.
 """
 
 from __future__ import annotations
@@ -20,19 +21,15 @@ import asyncio
 import json
 import logging
 import os
-import sys
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any, Protocol
 
-import redis
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
-from django.conf import settings
 
-from realtime.conf import realtime_settings
+from realtime import fanout, keys
 from realtime.wire import Frame
 
 logger = logging.getLogger("realtime.engine")
@@ -48,80 +45,9 @@ class Subscriber(Protocol):
 
     def advance(self, slug: str, seq: int) -> None: ...
 
+    def access_changed(self, event: dict[str, Any]) -> None: ...
 
-def redis_config() -> tuple[str, str]:
-    """(Redis URL, key prefix) of the channel layer that ``REALTIME['CHANNEL_LAYER']`` names."""
-    alias = realtime_settings.CHANNEL_LAYER
-    config = settings.CHANNEL_LAYERS.get(alias, {}).get("CONFIG", {})
-    hosts = config.get("hosts") or ["redis://127.0.0.1:6379/0"]
-    host = hosts[0]
-    if isinstance(host, dict):
-        host = host.get("address", "redis://127.0.0.1:6379/0")
-    elif isinstance(host, (tuple, list)):
-        host = f"redis://{host[0]}:{host[1]}/0"
-    return str(host), str(config.get("prefix", "asgi"))
-
-
-def topic_channel(prefix: str, slug: str) -> str:
-    return f"{prefix}:rt:topic:{slug}"
-
-
-def heads_channel(prefix: str) -> str:
-    return f"{prefix}:rt:heads"
-
-
-def presence_key(prefix: str, hub_id: str) -> str:
-    return f"{prefix}:rt:presence:{hub_id}"
-
-
-def encode_event(seq: int, frame: str) -> str:
-    """The pub/sub payload: ``"<seq> <frame>"``, so a hub reads seq without parsing JSON."""
-    return f"{seq} {frame}"
-
-
-# --- publishing (any process) ------------------------------------------------------------------
-
-_sync_clients: dict[str, redis.Redis] = {}
-
-
-def sync_client(url: str) -> redis.Redis:
-    """A process-wide synchronous client (thread-safe pool) for after-commit fan-out."""
-    client = _sync_clients.get(url)
-    if client is None:
-        client = _sync_clients[url] = redis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=2, retry_on_timeout=False
-        )
-    return client
-
-
-def publish_sync(events: Iterable[tuple[str, int, str]]) -> None:
-    """PUBLISH each (slug, seq, frame) in one pipeline round trip. Raises on Redis errors."""
-    url, prefix = redis_config()
-    pipe = sync_client(url).pipeline(transaction=False)
-    for slug, seq, frame in events:
-        pipe.publish(topic_channel(prefix, slug), encode_event(seq, frame))
-    pipe.execute()
-
-
-def announce_heads_sync(heads: dict[str, int]) -> None:
-    """Tell every hub the latest seq of these topics (the scheduler does this each tick)."""
-    if heads:
-        url, prefix = redis_config()
-        sync_client(url).publish(heads_channel(prefix), json.dumps(heads))
-
-
-def subscriber_count(slug: str) -> int:
-    """Connections subscribed to ``slug`` now, over every live process (presence in Redis)."""
-    url, prefix = redis_config()
-    client = sync_client(url)
-    total = 0
-    for key in client.scan_iter(match=presence_key(prefix, "*"), count=500):
-        value = client.hget(key, slug)
-        total += int(value or 0)
-    return total
-
-
-# --- the per-process hub ------------------------------------------------------------------------
+    def server_shutdown(self) -> int: ...
 
 
 class Hub:
@@ -132,7 +58,7 @@ class Hub:
         self.prefix = prefix
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.topics: dict[str, set[Subscriber]] = {}
-        self.connections: set[Any] = set()  # every local consumer, for shutdown
+        self.connections: set[Subscriber] = set()  # every local consumer
         self.per_address: Counter[str] = Counter()
         self.ready = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -141,9 +67,9 @@ class Hub:
         # Latest seq per topic, kept from the stream once seeded from the database while
         # subscribed (``seed``); cleared whenever the subscription is re-established.
         self.heads: dict[str, int] = {}
-        self._topic_prefix = topic_channel(prefix, "")
-        self._heads = heads_channel(prefix)
-        self._heads_bytes = self._heads.encode()
+        self._topic_prefix = keys.topic_channel(prefix, "")
+        self._heads = keys.heads_channel(prefix).encode()
+        self._access = keys.access_channel(prefix).encode()
         self._presence_dirty = True
         # The watchdog of the pub/sub connection (seconds): poll, ping when quiet, give up.
         self.poll_every, self.ping_after, self.silent_limit = 5.0, 15.0, 30.0
@@ -163,17 +89,19 @@ class Hub:
                 del self.topics[slug]
             self._presence_dirty = True
 
-    def connected(self, consumer: Any, address: str, limit: int) -> bool:
+    def connected(self, consumer: Subscriber, address: str, limit: int) -> bool:
         """Count a new connection from ``address``; False (not counted) beyond ``limit``."""
         if limit and self.per_address[address] >= limit:
             return False
         self.per_address[address] += 1
         self.connections.add(consumer)
+        self._presence_dirty = True
         return True
 
-    def disconnected(self, consumer: Any, address: str) -> None:
+    def disconnected(self, consumer: Subscriber, address: str) -> None:
         if consumer in self.connections:
             self.connections.discard(consumer)
+            self._presence_dirty = True
             self.per_address[address] -= 1
             if self.per_address[address] <= 0:
                 del self.per_address[address]
@@ -194,7 +122,11 @@ class Hub:
                 self.heads[slug] = seq
 
     def counts(self) -> dict[str, int]:
-        return {slug: len(subs) for slug, subs in self.topics.items()}
+        """Local subscribers by topic, and ``_connections`` (not a slug: slugs start with a
+        letter or digit)."""
+        counts = {slug: len(subs) for slug, subs in self.topics.items()}
+        counts["_connections"] = len(self.connections)
+        return counts
 
     async def wait_ready(self, timeout: float) -> bool:
         """Wait until the pub/sub subscription is active (True), or give up (False)."""
@@ -205,14 +137,23 @@ class Hub:
         except TimeoutError:
             return False
 
+    def shutdown(self) -> int:
+        """Close every local connection with 1001; return how many were closed."""
+        closing = 0
+        for consumer in list(self.connections):
+            try:
+                closing += consumer.server_shutdown()
+            except Exception:
+                logger.exception("could not close a connection at shutdown")
+        return closing
+
     # -- the reader
 
     def start(self) -> None:
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._run(), name="realtime-hub")
-            self.presence_task = asyncio.get_running_loop().create_task(
-                self._presence(), name="realtime-presence"
-            )
+            loop = asyncio.get_running_loop()
+            self.task = loop.create_task(self._run(), name="realtime-hub")
+            self.presence_task = loop.create_task(self._presence(), name="realtime-presence")
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Cancel the reader and presence tasks (waiting at most ``timeout`` for them)."""
@@ -229,7 +170,7 @@ class Hub:
             client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2)
             pubsub = client.pubsub()
             try:
-                await pubsub.psubscribe(self._topic_prefix + "*", self._heads)
+                await pubsub.psubscribe(self._topic_prefix + "*", self._heads, self._access)
                 loop = asyncio.get_running_loop()
                 heard, pinged = loop.time(), False
                 while True:
@@ -249,12 +190,15 @@ class Hub:
                     heard, pinged = loop.time(), False
                     kind = message["type"]
                     if kind == "pmessage":
-                        if message["channel"] == self._heads_bytes:
+                        channel = message["channel"]
+                        if channel == self._heads:
                             self._heads_message(message["data"])
+                        elif channel == self._access:
+                            self._access_message(message["data"])
                         else:
-                            await self._dispatch(message["channel"], message["data"])
-                    elif kind == "psubscribe" and message["data"] == 2:
-                        # Both patterns active (also after redis-py reconnected by itself).
+                            await self._dispatch(channel, message["data"])
+                    elif kind == "psubscribe" and message["data"] == 3:
+                        # Every pattern active (also after redis-py reconnected by itself).
                         delay = RECONNECT_MIN
                         await self._subscribed()
             except asyncio.CancelledError:
@@ -280,6 +224,8 @@ class Hub:
             logger.info("hub %s subscribed to Redis %s", self.id, self.url)
         else:
             logger.info("hub %s resubscribed; resyncing %d topic(s)", self.id, len(self.topics))
+            # Access changes announced while away were missed: check every connection.
+            self._access_message(b'{"all": true}')
         self._presence_dirty = True
         await self.resync()
 
@@ -300,14 +246,14 @@ class Hub:
 
     async def _dispatch(self, channel: bytes, data: bytes) -> None:
         slug = channel[len(self._topic_prefix) :].decode()
-        seq_text, _, payload = data.partition(b" ")
+        seq_text, _, body = data.partition(b" ")
         seq = int(seq_text)
         if seq > self.heads.get(slug, seq):  # kept current for every seeded topic
             self.heads[slug] = seq
         subscribers = self.topics.get(slug)
         if not subscribers:
             return
-        frame = Frame(payload)  # decoded or framed once, for every local subscriber
+        frame = Frame(body)  # decoded or framed once, for every local subscriber
         for subscriber in list(subscribers):
             try:
                 await subscriber.deliver(slug, seq, frame)
@@ -323,6 +269,20 @@ class Hub:
         if isinstance(heads, dict):
             self._advance({k: v for k, v in heads.items() if isinstance(v, int)})
 
+    def _access_message(self, data: bytes) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            logger.warning("hub %s ignored a malformed access message", self.id)
+            return
+        for consumer in list(self.connections):
+            try:
+                consumer.access_changed(event)
+            except Exception:
+                logger.exception("checking access of one connection failed")
+
     def _advance(self, heads: dict[str, int]) -> None:
         for slug, seq in heads.items():
             if seq > self.heads.get(slug, seq):
@@ -333,7 +293,7 @@ class Hub:
     # -- presence: how many local connections hold each topic, for the admin
 
     async def _presence(self) -> None:
-        key = presence_key(self.prefix, self.id)
+        key = keys.presence_key(self.prefix, self.id)
         client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2)
         try:
             while True:
@@ -341,13 +301,7 @@ class Hub:
                 try:
                     if self._presence_dirty:
                         self._presence_dirty = False
-                        counts = self.counts()
-                        pipe = client.pipeline(transaction=True)
-                        pipe.delete(key)
-                        if counts:
-                            pipe.hset(key, mapping=counts)
-                        pipe.expire(key, PRESENCE_TTL)
-                        await pipe.execute()
+                        await fanout.write_presence(client, key, self.counts(), PRESENCE_TTL)
                     else:
                         await client.expire(key, PRESENCE_TTL)
                 except Exception:
@@ -371,7 +325,7 @@ def _heads_from_database(slugs: list[str]) -> dict[str, int]:
     from realtime.models import Topic
 
     close_old_connections()
-    return dict(Topic.objects.filter(slug__in=slugs).values_list("slug", "last_seq"))
+    return Topic.objects.heads(slugs)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], Hub]] = (
@@ -382,7 +336,7 @@ _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str]
 def hub() -> Hub:
     """This event loop's hub for the configured Redis (created on first use)."""
     loop = asyncio.get_running_loop()
-    config = redis_config()
+    config = keys.redis_config()
     per_loop = _hubs.setdefault(loop, {})
     found = per_loop.get(config)
     if found is None:
@@ -390,40 +344,21 @@ def hub() -> Hub:
     return found
 
 
-_shutdown_installed = False
-
-
-def install_shutdown_close() -> None:
-    """Under daphne: before the server stops, close every local socket with 1001 (going away)
-    so that clients reconnect (with jitter) instead of seeing an abnormal closure."""
-    global _shutdown_installed
-    if _shutdown_installed or "daphne.server" not in sys.modules:
-        return
-    _shutdown_installed = True
-    from twisted.internet import reactor, task
-
-    logger.debug("closing sockets with 1001 at shutdown (reactor %s)", type(reactor).__name__)
-
-    def close_all() -> Any:
-        closing = 0
-        for found in list(_hubs.values()):
-            for hub_ in found.values():
-                for consumer in list(hub_.connections):
-                    try:
-                        closing += consumer.server_shutdown()
-                    except Exception:
-                        logger.exception("could not close a connection at shutdown")
-        logger.info("server shutting down: closed %d connection(s) with 1001", closing)
-        # Give the close frames a moment to leave before the reactor stops.
-        return task.deferLater(reactor, 0.5 if closing else 0, lambda: None)
-
-    # Registered when the ASGI application is imported, before daphne registers its own
-    # trigger that cancels every application: ours must run first.
-    reactor.addSystemEventTrigger("before", "shutdown", close_all)
+def all_hubs() -> list[Hub]:
+    """Every hub of every event loop of this process."""
+    return [h for per_loop in list(_hubs.values()) for h in per_loop.values()]
 
 
 def loop_hubs() -> list[Hub]:
+    """The hubs of the running event loop."""
     try:
         return list(_hubs.get(asyncio.get_running_loop(), {}).values())
     except RuntimeError:
         return []
+
+
+async def stop_loop_hubs() -> None:
+    """Stop and forget the running loop's hubs (tests that run many event loops)."""
+    for found in loop_hubs():
+        await found.stop()
+    _hubs.pop(asyncio.get_running_loop(), None)

@@ -1,39 +1,157 @@
-"""Fan-out: the only module that sends topic messages to subscribers.
+"""Every Redis write of the app: topic messages, heads, access changes, presence, the lock.
 
 A stored message becomes one Redis PUBLISH carrying its frame, already serialised, so no
-process or connection re-encodes it (see ``realtime.engine`` for the receiving side). Redis is
-a fast path: a message whose fan-out fails stays unmarked in the outbox and the scheduler's
-sweep sends it later; consumers drop the duplicate if both arrive.
+process or connection re-encodes it (``realtime.engine`` is the receiving side). Redis is a fast
+path: a message whose fan-out fails stays unmarked in the outbox and the scheduler's sweep sends
+it later; consumers drop the duplicate if both arrive.
+
+The after-commit fan-out runs in the caller's thread (a request, a daphne database thread), so
+it must never hold the caller: it uses a client with a short timeout (``FANOUT_TIMEOUT``) and a
+circuit breaker. After a failure, fan-outs are skipped for ``FANOUT_COOLDOWN`` seconds and the
+messages are left to the outbox sweep; then one fan-out tries Redis again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import redis
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from realtime import engine, protocol
+from realtime import keys, payload, protocol
+from realtime.conf import realtime_settings
 
 logger = logging.getLogger("realtime.fanout")
 
 
+# --- frames ------------------------------------------------------------------------------------
+
+
+class Counters:
+    """Process-wide counts of what the fan-out did (read by the metrics and the tests)."""
+
+    def __init__(self) -> None:
+        self.sanitized = 0  # stored rows whose data had to be repaired to be sent
+        self.skipped = 0  # after-commit fan-outs left to the sweep by the open breaker
+        self.failed = 0  # after-commit fan-outs that failed
+
+
+counters = Counters()
+
+
 def frame(message: Any) -> str:
-    """The ``message`` frame of a stored ``Message`` (its topic must be loaded)."""
-    return protocol.message(message.topic.slug, message.seq, message.created_at, message.data)
+    """The ``message`` frame of a stored ``Message`` (its topic loaded). Never raises for the
+    message's content: data that cannot be sent as is (stored before it was refused at every
+    entry) is repaired and the repair logged, so one row cannot block delivery of the others."""
+    data, repaired = payload.sendable(message.data)
+    if repaired:
+        counters.sanitized += 1
+        logger.error(
+            "%s#%s holds data that cannot be sent as stored (lone surrogates, NUL, NaN); "
+            "sent with those characters replaced.",
+            message.topic.slug,
+            message.seq,
+        )
+    return protocol.message(message.topic.slug, message.seq, message.created_at, data)
 
 
-def send_now(messages: Iterable[Any]) -> list[int]:
+# --- clients and the breaker -------------------------------------------------------------------
+
+_clients: dict[tuple[str, float], redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def client(timeout: float = 2.0) -> redis.Redis:
+    """A process-wide synchronous client (thread-safe pool) with this socket timeout."""
+    url, _ = keys.redis_config()
+    found = _clients.get((url, timeout))
+    if found is None:
+        with _clients_lock:
+            found = _clients.get((url, timeout))
+            if found is None:
+                found = _clients[(url, timeout)] = redis.Redis.from_url(
+                    url,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=timeout,
+                    retry_on_timeout=False,
+                )
+    return found
+
+
+class Breaker:
+    """Closed: calls go through. After a failure it opens for ``cooldown`` seconds (calls are
+    refused at once); then one call may try again (half-open), closing it on success."""
+
+    def __init__(self, cooldown: float, clock: Callable[[], float] = time.monotonic):
+        self.cooldown = cooldown
+        self.clock = clock
+        self.open_until = 0.0
+        self.trying = False
+        self.lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self.lock:
+            if self.open_until == 0.0:
+                return True
+            if self.clock() < self.open_until or self.trying:
+                return False
+            self.trying = True  # half-open: this caller tries, the others still skip
+            return True
+
+    def succeeded(self) -> None:
+        with self.lock:
+            self.open_until, self.trying = 0.0, False
+
+    def failed(self) -> None:
+        with self.lock:
+            self.open_until, self.trying = self.clock() + self.cooldown, False
+
+    @property
+    def is_open(self) -> bool:
+        return self.open_until != 0.0
+
+
+breakers: dict[str, Breaker] = {}  # by Redis URL
+
+
+def breaker() -> Breaker:
+    """The after-commit fan-out's breaker for the configured Redis."""
+    url, _ = keys.redis_config()
+    found = breakers.get(url)
+    if found is None:
+        found = breakers.setdefault(url, Breaker(realtime_settings.FANOUT_COOLDOWN))
+    return found
+
+
+# --- topic messages ----------------------------------------------------------------------------
+
+
+def publish_events(events: Iterable[tuple[str, int, str]], timeout: float = 2.0) -> None:
+    """PUBLISH each (slug, seq, frame) in one pipeline round trip. Raises on Redis errors."""
+    _, prefix = keys.redis_config()
+    pipe = client(timeout).pipeline(transaction=False)
+    for slug, seq, text in events:
+        pipe.publish(keys.topic_channel(prefix, slug), keys.encode_event(seq, text))
+    pipe.execute()
+
+
+def send_now(messages: Iterable[Any], timeout: float = 2.0) -> list[int]:
     """Publish the messages (one pipeline); return their ids. Raises when Redis fails."""
     batch = list(messages)
-    engine.publish_sync((m.topic.slug, m.seq, frame(m)) for m in batch)
+    publish_events(((m.topic.slug, m.seq, frame(m)) for m in batch), timeout)
     return [m.pk for m in batch]
 
 
 async def send(messages: Iterable[Any]) -> list[int]:
-    """``send_now`` from async code (the scheduler)."""
+    """``send_now`` from async code (the scheduler's sweep)."""
     return await sync_to_async(send_now, thread_sensitive=False)(list(messages))
 
 
@@ -47,16 +165,30 @@ def mark_fanned_out(ids: list[int]) -> None:
 
 
 def fan_out_after_commit(messages: list[Any]) -> None:
-    """The after-commit hook of ``publish()``: send now, or leave it to the outbox sweep."""
+    """The after-commit hook of ``publish()``: send now, or leave it to the outbox sweep.
+    Holds the caller for at most about ``FANOUT_TIMEOUT`` (the breaker skips Redis while it
+    is failing)."""
+    gate = breaker()
+    if not gate.allow():
+        counters.skipped += 1
+        logger.debug("Redis is failing: %d message(s) left to the outbox sweep", len(messages))
+        return
     try:
-        ids = send_now(messages)
-    except Exception:
+        ids = send_now(messages, timeout=realtime_settings.FANOUT_TIMEOUT)
+    except Exception as exc:
+        gate.cooldown = realtime_settings.FANOUT_COOLDOWN
+        gate.failed()
+        counters.failed += 1
         logger.warning(
-            "Fan-out of %s failed; the outbox sweep will send it.",
+            "Fan-out of %s failed (%s: %s); the outbox sweep will send it. Skipping Redis for "
+            "%.3gs.",
             ", ".join(f"{m.topic.slug}#{m.seq}" for m in messages[:5]),
-            exc_info=True,
+            type(exc).__name__,
+            exc,
+            gate.cooldown,
         )
         return
+    gate.succeeded()
     try:
         mark_fanned_out(ids)
     except Exception:
@@ -64,10 +196,85 @@ def fan_out_after_commit(messages: list[Any]) -> None:
         logger.warning("Could not mark %d message(s) as fanned out.", len(ids), exc_info=True)
 
 
+# --- heads, access changes ---------------------------------------------------------------------
+
+
 def announce_heads(heads: dict[str, int]) -> None:
-    """Tell every process the latest seq of these topics, so a lost last message is fetched."""
-    engine.announce_heads_sync(heads)
+    """Tell every hub the latest seq of these topics, so a lost last message is fetched."""
+    if heads:
+        _, prefix = keys.redis_config()
+        client().publish(keys.heads_channel(prefix), json.dumps(heads))
+
+
+def announce_access_change(
+    *,
+    users: Iterable[int] = (),
+    sessions: Iterable[str] = (),
+    topics: Iterable[str] = (),
+    everything: bool = False,
+) -> None:
+    """Tell every hub that these users', sessions' or topics' access may have ended."""
+    event: dict[str, Any] = {
+        "users": sorted(set(users)),
+        "sessions": sorted(set(sessions)),
+        "topics": sorted(set(topics)),
+        "all": everything,
+    }
+    _, prefix = keys.redis_config()
+    client().publish(keys.access_channel(prefix), json.dumps(event))
+
+
+# --- presence ----------------------------------------------------------------------------------
+
+
+async def write_presence(aclient: Any, key: str, counts: dict[str, int], ttl: int) -> None:
+    """Replace one hub's subscriber counts (async client of the hub)."""
+    pipe = aclient.pipeline(transaction=True)
+    pipe.delete(key)
+    if counts:
+        pipe.hset(key, mapping=counts)
+    pipe.expire(key, ttl)
+    await pipe.execute()
 
 
 def subscriber_count(slug: str) -> int:
-    return engine.subscriber_count(slug)
+    """Connections subscribed to ``slug`` now, over every live process (presence in Redis)."""
+    _, prefix = keys.redis_config()
+    found = client()
+    total = 0
+    for key in found.scan_iter(match=keys.presence_key(prefix, "*"), count=500):
+        total += int(found.hget(key, slug) or 0)
+    return total
+
+
+# --- the scheduler's lock ----------------------------------------------------------------------
+
+
+class LeaderLock:
+    """A lock in Redis with an expiry: SET NX PX to take it, renewed only by its owner."""
+
+    RENEW = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then "
+        "return redis.call('pexpire', KEYS[1], ARGV[2]) "
+        "elseif redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 "
+        "else return 0 end"
+    )
+    RELEASE = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
+        "else return 0 end"
+    )
+
+    def __init__(self, ttl: float | None = None) -> None:
+        _, prefix = keys.redis_config()
+        self.client = client()
+        self.key = keys.scheduler_lock_key(prefix)
+        self.ttl_ms = int(1000 * (ttl or realtime_settings.SCHEDULER_LOCK_TTL))
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    def acquire(self) -> bool:
+        """Take or renew the lock; False when another scheduler holds it. Raises if Redis
+        is unreachable."""
+        return bool(self.client.eval(self.RENEW, 1, self.key, self.owner, self.ttl_ms))
+
+    def release(self) -> None:
+        self.client.eval(self.RELEASE, 1, self.key, self.owner)

@@ -32,8 +32,18 @@ class TopicQuerySet(models.QuerySet["Topic"]):
     def enabled(self) -> TopicQuerySet:
         return self.filter(enabled=True)
 
+    def latest_seq(self, topic_id: int) -> int:
+        """The topic's latest seq (0 when it has none or does not exist)."""
+        return self.filter(pk=topic_id).values_list("last_seq", flat=True).first() or 0
+
+    def heads(self, slugs: list[str]) -> dict[str, int]:
+        """Latest seq of each of these topics, by slug."""
+        return dict(self.filter(slug__in=slugs).values_list("slug", "last_seq"))
+
     def readable_by(self, user: Any) -> TopicQuerySet:
-        """Enabled topics ``user`` may read (public ones, and private ones it is let into)."""
+        """Enabled topics ``user`` may read: public ones, and private ones it is let into
+        (staff always; other signed-in users when the topic names no groups or one of
+        theirs). The one statement of the read rule; ``Topic.can_read`` asks it."""
         qs = self.enabled()
         if user is None or not user.is_authenticated:
             return qs.filter(private=False)
@@ -100,15 +110,13 @@ class Topic(models.Model):
                 )
 
     def can_read(self, user: Any) -> bool:
-        """Whether ``user`` may read this topic (one query at most, for private topics)."""
+        """Whether ``user`` may read this (enabled) topic: no query for public topics, one for
+        private ones (``TopicQuerySet.readable_by`` states the rule)."""
         if not self.private:
-            return True
+            return self.enabled
         if user is None or not user.is_authenticated:
             return False
-        if user.is_staff or user.is_superuser:
-            return True
-        group_ids = list(self.groups.values_list("id", flat=True))
-        return not group_ids or user.groups.filter(id__in=group_ids).exists()
+        return Topic.objects.readable_by(user).filter(pk=self.pk).exists()
 
     def can_publish(self, user: Any) -> bool:
         """Whether a visitor may publish here: the topic allows it and the user may read it."""
@@ -123,6 +131,25 @@ class Source(models.TextChoices):
     API = "api"
 
 
+class MessageQuerySet(models.QuerySet["Message"]):
+    def page(self, topic_id: int, after: int, upto: int, size: int) -> MessageQuerySet:
+        """Retained messages with ``after < seq <= upto``, in order, at most ``size``."""
+        return (
+            self.filter(topic_id=topic_id, seq__gt=after, seq__lte=upto)
+            .select_related("topic")
+            .order_by("seq")[:size]
+        )
+
+    def first_retained_seq(self, topic_id: int, after: int) -> int | None:
+        """The first retained seq above ``after`` (None when there is none)."""
+        return (
+            self.filter(topic_id=topic_id, seq__gt=after)
+            .order_by("seq")
+            .values_list("seq", flat=True)
+            .first()
+        )
+
+
 class Message(models.Model):
     """One message of a topic; ``seq`` is 1, 2, 3... per topic, allocated on insert."""
 
@@ -135,6 +162,8 @@ class Message(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     fanned_out_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = MessageQuerySet.as_manager()
 
     class Meta:
         ordering = ["topic", "seq"]

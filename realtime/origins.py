@@ -1,4 +1,10 @@
-"""Handshake Origin rules: the site's own hosts plus configured extra origins."""
+"""Handshake rules: subprotocol and Origin.
+
+An ``Origin`` is allowed when it is one of ``REALTIME['ALLOWED_ORIGINS']`` exactly (scheme,
+host and port), or when it is the site itself: a host of ``ALLOWED_HOSTS``, on the port the
+client connected to (the ``Host`` header's), with scheme ``https`` when the site runs behind
+TLS (``HTTPS=1``), ``http`` or ``https`` otherwise. This blocks cross-site WebSocket hijacking.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 
+from realtime import protocol
 from realtime.conf import realtime_settings
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -25,22 +34,55 @@ def allowed_hosts() -> list[str]:
     return hosts
 
 
-def origin_allowed(origin: str | None) -> bool:
+def split_origin(origin: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port or None for the scheme's default) of an origin, or None."""
+    try:
+        parts = urlsplit(origin.strip().lower().rstrip("/"))
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host or parts.path or parts.query:
+        return None
+    if ":" in host:  # IPv6 literal, as ALLOWED_HOSTS writes it
+        host = f"[{host}]"
+    if port == DEFAULT_PORTS[parts.scheme]:
+        port = None
+    return parts.scheme, host, port
+
+
+def _request_port(host_header: str | None) -> int | None:
+    """The explicit, non-default port of the Host header (None: a default port)."""
+    if not host_header:
+        return None
+    _, port = split_domain_port(host_header.strip().lower())
+    if not port or not port.isdigit() or int(port) in (80, 443):
+        return None
+    return int(port)
+
+
+def origin_allowed(origin: str | None, host_header: str | None = None) -> bool:
     """Whether a handshake with this ``Origin`` header (None: absent) may proceed."""
     if origin is None:
         return not realtime_settings.REQUIRE_ORIGIN
-    origin = origin.strip().lower()
-    extra = {o.rstrip("/").lower() for o in realtime_settings.ALLOWED_ORIGINS}
-    if origin in extra:
+    found = split_origin(origin)
+    if found is None:
+        return False
+    extra = {split_origin(o) for o in realtime_settings.ALLOWED_ORIGINS}
+    if found in extra:
         return True
-    try:
-        parts = urlsplit(origin)
-        hostname = parts.hostname
-        parts.port  # noqa: B018  (raises ValueError on a bad port)
-    except ValueError:
+    scheme, host, port = found
+    if getattr(settings, "HTTPS", False) and scheme != "https":
         return False
-    if parts.scheme not in ("http", "https") or not hostname:
-        return False
-    if ":" in hostname:  # IPv6 literal, as ALLOWED_HOSTS writes it
-        hostname = f"[{hostname}]"
-    return validate_host(hostname, allowed_hosts())
+    return port == _request_port(host_header) and validate_host(host, allowed_hosts())
+
+
+def handshake_refusal(scope: dict[str, Any]) -> str | None:
+    """Why a handshake must be refused (a phrase for the log), or None to accept it."""
+    offered = scope.get("subprotocols") or []
+    if offered and protocol.PROTOCOL not in offered:
+        return f"subprotocols {offered!r} lack {protocol.PROTOCOL}"
+    origin = header(scope, b"origin")
+    if not origin_allowed(origin, header(scope, b"host")):
+        return f"origin {origin!r} not allowed" if origin else "no Origin header"
+    return None

@@ -7,7 +7,6 @@ concurrent writers are serialised per topic and ``seq`` has no gaps and no dupli
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -19,7 +18,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from realtime import fanout
+from realtime import fanout, payload
 from realtime.conf import realtime_settings
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Message, Source, Topic
@@ -61,10 +60,9 @@ def publish_many(
     author = user if user is not None and getattr(user, "is_authenticated", False) else None
     resolved: list[tuple[Topic, Any]] = []
     for topic, data in items:
-        try:
-            json.dumps(data, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidMessage(f"Message data must be JSON-serialisable: {exc}") from None
+        reason = payload.problem(data)
+        if reason is not None:
+            raise InvalidMessage(reason)
         topic_obj = _resolve(topic)
         if not topic_obj.enabled:
             raise TopicNotFound(f"Topic {topic_obj.slug!r} is disabled.")

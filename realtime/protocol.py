@@ -43,6 +43,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_SERVER_ERROR = 1011
+CLOSE_UNAUTHORIZED = 4401  # the user's session ended (logout, password change, deactivation)
 
 _MISSING = object()
 
@@ -173,8 +174,13 @@ def message(topic: str, seq: int, ts: datetime, data: Any) -> str:
     return encode({"type": MESSAGE, "topic": topic, "seq": seq, "ts": timestamp(ts), "data": data})
 
 
-def unsubscribed(topic: str, *, id: Any = _MISSING) -> str:
-    return encode(_with_id({"type": UNSUBSCRIBED, "topic": topic}, id))
+def unsubscribed(topic: str, *, id: Any = _MISSING, code: str | None = None) -> str:
+    """The answer to ``unsubscribe``; with ``code`` (``forbidden``, ``not_found``) the server
+    ended the subscription because the user may no longer read the topic."""
+    obj: dict[str, Any] = {"type": UNSUBSCRIBED, "topic": topic}
+    if code is not None:
+        obj["code"] = code
+    return encode(_with_id(obj, id))
 
 
 def published(topic: str, seq: int, *, id: Any = _MISSING) -> str:

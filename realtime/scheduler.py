@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,8 +23,9 @@ from django.db import close_old_connections
 from django.db.models import F
 from django.utils import timezone
 
-from realtime import engine, fanout, outbox
+from realtime import fanout, outbox
 from realtime.conf import realtime_settings
+from realtime.fanout import LeaderLock
 from realtime.feeds import Feed, registry, run_feeds
 
 logger = logging.getLogger("realtime.scheduler")
@@ -75,36 +74,6 @@ def _active_heads() -> dict[str, int]:
         .distinct()
         .values_list("slug", "last_seq")
     )
-
-
-class LeaderLock:
-    """A lock in Redis with an expiry: SET NX PX to take it, renewed only by its owner."""
-
-    RENEW = (
-        "if redis.call('get', KEYS[1]) == ARGV[1] then "
-        "return redis.call('pexpire', KEYS[1], ARGV[2]) "
-        "elseif redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 "
-        "else return 0 end"
-    )
-    RELEASE = (
-        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
-        "else return 0 end"
-    )
-
-    def __init__(self, ttl: float | None = None) -> None:
-        url, prefix = engine.redis_config()
-        self.client = engine.sync_client(url)
-        self.key = f"{prefix}:rt:scheduler-lock"
-        self.ttl_ms = int(1000 * (ttl or realtime_settings.SCHEDULER_LOCK_TTL))
-        self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-    def acquire(self) -> bool:
-        """Take or renew the lock; False when another scheduler holds it. Raises if Redis
-        is unreachable."""
-        return bool(self.client.eval(self.RENEW, 1, self.key, self.owner, self.ttl_ms))
-
-    def release(self) -> None:
-        self.client.eval(self.RELEASE, 1, self.key, self.owner)
 
 
 class Scheduler:

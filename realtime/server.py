@@ -6,10 +6,14 @@ run the server the same way.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from typing import Any
 
 from realtime.conf import realtime_settings
+
+logger = logging.getLogger("realtime.server")
 
 # Dead peers are found by WebSocket pings: a ping after 20 s of silence, dropped without a
 # pong for 30 s more. Idle but alive connections stay open: daphne's default closes every
@@ -81,6 +85,60 @@ def tune_gc() -> None:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 10)
+
+
+def limit_http_request_time(seconds: float) -> None:
+    """Close HTTP connections that stay silent for ``seconds`` before finishing a request.
+
+    daphne builds Twisted's ``HTTPFactory`` with Twisted's default idle timeout of 12 hours,
+    so clients that open sockets and never finish their request (slowloris) hold them that
+    long. The timeout is Twisted's own (``HTTPFactory.timeOut``, reset by data received,
+    suspended while a request is served, gone once a socket is upgraded to WebSocket); it
+    is set on every factory daphne builds after this call (daphne imports the application
+    before it builds its factory). Pinned by ``test_server``.
+    """
+    try:
+        from daphne import http_protocol
+    except ImportError:
+        return
+    factory = http_protocol.HTTPFactory
+    original = getattr(factory.__init__, "__wrapped__", factory.__init__)
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.timeOut = seconds
+
+    __init__.__wrapped__ = original  # type: ignore[attr-defined]
+    factory.__init__ = __init__
+
+
+_shutdown_installed = False
+
+
+def install_shutdown_close() -> None:
+    """Under daphne: when the server stops, first stop accepting connections, then close
+    every local socket with 1001 (going away) so that clients reconnect (with jitter,
+    elsewhere) instead of seeing an abnormal closure or reconnecting to a dying process."""
+    global _shutdown_installed
+    if _shutdown_installed or "daphne.server" not in sys.modules:
+        return
+    _shutdown_installed = True
+    from twisted.internet import reactor, task, tcp
+
+    from realtime import engine
+
+    def close_all() -> Any:
+        for reader in list(reactor.getReaders()):
+            if isinstance(reader, tcp.Port):
+                reader.stopListening()
+        closing = sum(hub.shutdown() for hub in engine.all_hubs())
+        logger.info("server shutting down: closed %d connection(s) with 1001", closing)
+        # Give the close frames a moment to leave before the reactor stops.
+        return task.deferLater(reactor, 0.5 if closing else 0, lambda: None)
+
+    # Registered when the ASGI application is imported, before daphne registers its own
+    # trigger that cancels every application: ours must run first.
+    reactor.addSystemEventTrigger("before", "shutdown", close_all)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,8 +18,12 @@ None and the consumer uses the ordinary ASGI send.
 from __future__ import annotations
 
 import functools
+import logging
 import struct
+import sys
 from typing import Any
+
+logger = logging.getLogger("realtime.wire")
 
 SCOPE_KEY = "realtime.raw_send"
 STATE_OPEN = 3  # autobahn WebSocketProtocol.STATE_OPEN
@@ -35,15 +39,50 @@ class RawSendMiddleware:
         return await self.app({**scope, SCOPE_KEY: send}, receive, send)
 
 
+_warned = False
+
+
 def daphne_protocol(send: Any) -> Any | None:
-    """daphne's WebSocketProtocol behind ``send``, or None when not under daphne."""
-    if not isinstance(send, functools.partial) or not send.args:
-        return None
-    server = getattr(send.func, "__self__", None)
-    protocol = send.args[0]
-    if type(server).__module__ != "daphne.server" or not hasattr(protocol, "transport"):
-        return None
-    return protocol
+    """daphne's WebSocketProtocol behind ``send``, or None when not under daphne.
+
+    Relies on daphne giving applications ``functools.partial(server.handle_reply, protocol)``
+    as ``send`` (daphne 4.x, ``Server.create_application``); ``test_wire`` pins it. Under
+    daphne, a ``send`` of another shape is logged once: the fast path and the exact close
+    codes are then unavailable.
+    """
+    global _warned
+    server = getattr(getattr(send, "func", None), "__self__", None)
+    if isinstance(send, functools.partial) and send.args:
+        protocol = send.args[0]
+        if type(server).__module__ == "daphne.server" and hasattr(protocol, "transport"):
+            # When autobahn fails a connection (a frame over the size limit, a protocol
+            # error) it sends the close code (1009...) instead of dropping the TCP stream.
+            protocol.failByDrop = False
+            return protocol
+    if "daphne.server" in sys.modules and not _warned:
+        _warned = True
+        logger.warning(
+            "running under daphne but its protocol object is not reachable from the ASGI "
+            "send (%r): frames go through the ordinary ASGI send and close codes other than "
+            "1000 and 3000-4999 become 1011. Check the daphne version.",
+            send,
+        )
+    return None
+
+
+def close(protocol: Any, code: int, reason: str) -> None:
+    """Send a close frame with ``code``. autobahn's ``sendClose`` (what daphne calls for an
+    ASGI ``websocket.close``) refuses 1001, 1008, 1009 and 1011 from applications, so the
+    frame goes through its lower-level ``sendCloseFrame``; autobahn then completes the
+    closing handshake and daphne sends the application ``websocket.disconnect``."""
+    if protocol.state == STATE_OPEN:
+        protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:120], isReply=False)
+
+
+def drop(protocol: Any) -> None:
+    """Drop the TCP connection at once (a client that does not read cannot get a close
+    frame: its buffer is full)."""
+    protocol.dropConnection(abort=True)
 
 
 class Frame:

@@ -54,12 +54,12 @@ class Listener:
     def __init__(self):
         import redis.asyncio as aioredis
 
-        from realtime import engine
+        from realtime import keys
 
-        url, self.prefix = engine.redis_config()
+        url, self.prefix = keys.redis_config()
         self.client = aioredis.Redis.from_url(url)
         self.pubsub = self.client.pubsub()
-        self.channel_prefix = engine.topic_channel(self.prefix, "")
+        self.channel_prefix = keys.topic_channel(self.prefix, "")
 
     async def start(self) -> Listener:
         await self.pubsub.psubscribe(self.channel_prefix + "*")
@@ -184,9 +184,7 @@ async def connect():
             pass
     from realtime import engine
 
-    for hub in engine.loop_hubs():
-        await hub.stop()
-    engine._hubs.pop(asyncio.get_running_loop(), None)
+    await engine.stop_loop_hubs()
 
 
 @pytest.fixture
@@ -200,10 +198,54 @@ def topic_factory(db):
 
 
 @pytest.fixture(autouse=True)
+def closed_breakers():
+    """A fan-out failure in one test (a Redis made to fail) does not open the next one's."""
+    from realtime import fanout
+
+    fanout.breakers.clear()
+
+
+@pytest.fixture(autouse=True)
 def fresh_topic_cache():
     """Each test's topics are new rows: no cached row of an earlier test may be reused."""
-    from realtime import consumers
+    from realtime import topics
 
-    consumers._topics.clear()
+    topics.forget()
     yield
-    consumers._topics.clear()
+    topics.forget()
+
+
+@pytest.fixture
+def live_site(tmp_path, redis_url):
+    """Start real sites (daphne + optionally runscheduler, fresh SQLite database, own Redis
+    prefix): ``live_site(scheduler=False, plain=True, realtime={...}, redis_url=...)``.
+    Every site started is stopped by pid at teardown."""
+    from tests.helpers.processes import Site
+
+    started: list[Site] = []
+
+    def start(
+        *,
+        scheduler: bool = True,
+        plain: bool = False,
+        realtime: dict[str, Any] | None = None,
+        redis: str | None = None,
+        daphne_options: dict[str, Any] | None = None,
+        **env: str,
+    ) -> Site:
+        if realtime is not None:
+            env["REALTIME"] = json.dumps(realtime)
+        site = Site(
+            tmp_path / f"site-{len(started)}",
+            redis or redis_url,
+            daphne_options,
+            plain=plain,
+            **env,
+        )
+        site.tmp_path.mkdir(parents=True, exist_ok=True)
+        started.append(site)
+        return site.start(scheduler=scheduler)
+
+    yield start
+    for site in started:
+        site.stop()

@@ -116,7 +116,7 @@ def test_send_test_message_action_publishes_to_selected_enabled_topics(staff_cli
 async def test_topic_page_shows_live_view_and_subscribed_connections(staff_client, connect):
     import asyncio
 
-    from realtime.engine import subscriber_count
+    from realtime.fanout import subscriber_count
 
     topic = await database_sync_to_async(Topic.objects.create)(slug="news")
     _, _, ws = await connect()

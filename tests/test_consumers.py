@@ -377,11 +377,13 @@ async def test_burst_during_replay_is_delivered_once_in_order(connect):
 # --- access ----------------------------------------------------------------------------------
 
 
-async def test_private_topic_refused_to_anonymous(connect):
+async def test_private_topic_is_answered_like_a_missing_one(connect):
     await make_topic("secret", private=True)
     _, _, ws = await connect()
-    answer = await ws.request({"type": "subscribe", "topic": "secret"})
-    assert answer["code"] == "forbidden" and answer["topic"] == "secret"
+    hidden = await ws.request({"type": "subscribe", "topic": "secret", "id": 1})
+    missing = await ws.request({"type": "subscribe", "topic": "nothing", "id": 1})
+    assert hidden["code"] == missing["code"] == "not_found"
+    assert hidden["message"].replace("secret", "X") == missing["message"].replace("nothing", "X")
 
 
 async def test_private_topic_without_groups_open_to_any_signed_in_user(connect):
@@ -403,20 +405,21 @@ async def test_private_topic_with_groups(connect):
     member = await make_user("mem", groups=["members"])
     staff = await make_user("boss", staff=True)
     _, _, ws = await connect(user=outsider)
-    assert (await ws.request({"type": "subscribe", "topic": "secret"}))["code"] == "forbidden"
+    assert (await ws.request({"type": "subscribe", "topic": "secret"}))["code"] == "not_found"
     for user in (member, staff):
         _, _, ws = await connect(user=user)
         assert (await ws.subscribe("secret"))["topic"] == "secret"
 
 
-async def test_user_removed_from_group_is_refused_on_next_subscribe(connect):
+async def test_user_removed_from_group_is_unsubscribed_at_once_and_refused_after(connect):
     await private_topic_for("members")
     member = await make_user("mem", groups=["members"])
     _, _, ws = await connect(user=member)
     await ws.subscribe("secret")
     await database_sync_to_async(member.groups.clear)()
+    assert await ws.recv() == {"type": "unsubscribed", "topic": "secret", "code": "forbidden"}
     answer = await ws.request({"type": "subscribe", "topic": "secret"})
-    assert answer["code"] == "forbidden"
+    assert answer["code"] == "not_found"
     await make_topic("other")
     await ws.subscribe("other")
     await apublish("secret", {"n": 1})  # no longer subscribed: not delivered
@@ -449,9 +452,10 @@ async def test_publish_refused_where_visitors_may_not(connect):
     await make_topic("news")
     await make_topic("staff-chat", private=True, visitor_publish=True)
     _, _, ws = await connect()
-    for slug in ("news", "staff-chat"):
-        answer = await ws.request({"type": "publish", "topic": slug, "data": 1, "id": 3})
-        assert answer["code"] == "forbidden" and answer["topic"] == slug and answer["id"] == 3
+    answer = await ws.request({"type": "publish", "topic": "news", "data": 1, "id": 3})
+    assert answer["code"] == "forbidden" and answer["topic"] == "news" and answer["id"] == 3
+    answer = await ws.request({"type": "publish", "topic": "staff-chat", "data": 1, "id": 3})
+    assert answer["code"] == "not_found" and answer["id"] == 3  # private: not even seen
     answer = await ws.request({"type": "publish", "topic": "nope", "data": 1})
     assert answer["code"] == "not_found"
     assert await database_sync_to_async(Message.objects.count)() == 0
@@ -471,13 +475,13 @@ async def test_publish_rate_limited_beyond_burst(connect, settings):
 
 
 async def test_unexpected_failure_is_server_error_and_connection_survives(connect, monkeypatch):
-    from realtime import consumers
+    from realtime import topics
 
     async def boom(*args, **kwargs):
         raise RuntimeError("database on fire")
 
     _, _, ws = await connect()
-    monkeypatch.setattr(consumers, "topic_access", boom)
+    monkeypatch.setattr(topics, "access", boom)
     answer = await ws.request({"type": "subscribe", "topic": "news", "id": 5})
     assert answer["type"] == "error" and answer["code"] == "server_error" and answer["id"] == 5
     assert (await ws.request({"type": "ping"}))["type"] == "pong"

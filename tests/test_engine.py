@@ -91,7 +91,7 @@ async def test_fast_path_sends_only_subscribed_and_permitted_topics(site):
         assert json.loads(await ws.recv())["type"] == "welcome"
         await ws.send(json.dumps({"type": "subscribe", "topic": "staff-room", "id": 1}))
         refused = json.loads(await ws.recv())
-        assert (refused["type"], refused["code"]) == ("error", "forbidden")
+        assert (refused["type"], refused["code"]) == ("error", "not_found")
         await ws.send(json.dumps({"type": "subscribe", "topic": "news", "since": 1}))
         assert json.loads(await ws.recv())["type"] == "subscribed"
         await shell(

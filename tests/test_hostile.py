@@ -122,6 +122,4 @@ async def _exchange(batch: list[str]) -> None:
                     break
     finally:
         await comm.disconnect(timeout=0.3)
-        for hub in engine.loop_hubs():
-            await hub.stop()
-        engine._hubs.pop(asyncio.get_running_loop(), None)
+        await engine.stop_loop_hubs()

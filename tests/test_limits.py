@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 
-from realtime import fanout
+from realtime import fanout, keys
 from realtime.models import Topic
 from realtime.outbox import publish
 from realtime.scheduler import Scheduler
@@ -101,7 +101,7 @@ async def test_hub_notices_a_silent_redis_and_resubscribes_when_it_answers(tmp_p
 
     with EmbeddedRedis(directory=tmp_path / "redis") as redis:
         settings.CHANNEL_LAYERS = layer_settings(redis.url, "silent")
-        hub = engine.Hub(*engine.redis_config())
+        hub = engine.Hub(*keys.redis_config())
         hub.poll_every, hub.ping_after, hub.silent_limit = 0.1, 0.3, 0.8
         try:
             assert await hub.wait_ready(10)

@@ -71,7 +71,7 @@ def test_private_topic_hidden_from_anonymous_and_open_to_group_member(site, new_
             ws.send(JSON.stringify({type: 'subscribe', topic: 'staff-room'}));
           else resolve(f); };
     })""")
-    assert answer["type"] == "error" and answer["code"] == "forbidden"
+    assert answer["type"] == "error" and answer["code"] == "not_found"
     page.fill("#id_username", "mia")
     page.fill("#id_password", "mia-pass-123")
     page.click("button[type=submit]")

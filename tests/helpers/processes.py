@@ -95,11 +95,17 @@ class Proc:
 
 
 def start_daphne(
-    env: dict[str, str], log: Path, port: int | None = None, **options: Any
+    env: dict[str, str], log: Path, port: int | None = None, *, plain: bool = False, **options: Any
 ) -> tuple[Proc, int]:
-    """daphne as the project runs it (realtime.server.daphne_command), on a free port."""
+    """daphne on a free port: as the project runs it (realtime.server.daphne_command), or
+    ``plain``: ``daphne project.asgi:application`` with daphne's own defaults."""
     port = port or free_port()
-    proc = Proc(daphne_command("127.0.0.1", port, access_log=True, **options), env, log)
+    if plain:
+        command = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+        command.append("project.asgi:application")
+    else:
+        command = daphne_command("127.0.0.1", port, access_log=True, **options)
+    proc = Proc(command, env, log)
     try:
         wait_for_port(port, timeout=30)
     except TimeoutError:
@@ -115,14 +121,28 @@ def start_scheduler(env: dict[str, str], log: Path, *extra: str) -> Proc:
 
 
 class Site:
-    """A running site: a fresh SQLite database, daphne and runscheduler, all stopped by pid."""
+    """A running site: a fresh SQLite database, daphne and runscheduler, all stopped by pid.
+    Its Redis keys have a prefix of their own (``prefix``)."""
 
     def __init__(
-        self, tmp_path: Path, redis_url: str, daphne_options: dict | None = None, **env: str
+        self,
+        tmp_path: Path,
+        redis_url: str,
+        daphne_options: dict | None = None,
+        *,
+        plain: bool = False,
+        **env: str,
     ):
+        import uuid
+
         self.tmp_path = tmp_path
         self.daphne_options = daphne_options or {}
-        self.env = env_for(f"sqlite:///{tmp_path / 'site.sqlite3'}", redis_url, **env)
+        self.plain = plain
+        self.redis_url = redis_url
+        self.prefix = env.pop("REDIS_PREFIX", f"site-{uuid.uuid4().hex[:8]}")
+        self.env = env_for(
+            f"sqlite:///{tmp_path / 'site.sqlite3'}", redis_url, REDIS_PREFIX=self.prefix, **env
+        )
         self.daphne: Proc | None = None
         self.scheduler: Proc | None = None
         self.port: int | None = None
@@ -142,6 +162,7 @@ class Site:
             self.env,
             self.tmp_path / f"daphne-{self.starts}.log",
             self.port,
+            plain=self.plain,
             **self.daphne_options,
         )
 
@@ -153,6 +174,29 @@ class Site:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/"
+
+    def shell(self, code: str) -> str:
+        """Run Python in ``manage.py shell`` against the site; return its output."""
+        return manage(self.env, "shell", "-c", code).stdout
+
+    def presence(self) -> dict[str, int]:
+        """Subscriber counts by topic summed over the site's live hubs, and ``_connections``
+        (what every hub reports to Redis every 2 s)."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        total: dict[str, int] = {}
+        try:
+            for key in client.scan_iter(match=f"{self.prefix}:rt:presence:*"):
+                for field, value in client.hgetall(key).items():
+                    total[field.decode()] = total.get(field.decode(), 0) + int(value)
+        finally:
+            client.close()
+        return total
 
     def publish(self, slug: str, data: str) -> int:
         return int(manage(self.env, "publish", slug, data).stdout.strip())

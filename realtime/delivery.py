@@ -1,0 +1,88 @@
+"""Per-subscription delivery: what a connection has sent of a topic and what it still owes.
+
+Pure (no I/O, no Django): the consumer tells a ``Stream`` what happened and does what it answers.
+
+``last`` is the last seq sent on the connection, ``target`` the highest seq known to exist. A
+live frame at or below ``last`` is a duplicate and dropped; the frame right after ``last`` is
+sent at once; anything further means frames were lost, and ``last+1 .. target`` is fetched from
+the database. While a fetch runs (``busy``) live frames only raise ``target``, so frames leave in
+order from one place at a time. A new stream starts busy: it reads the database (backlog,
+``since``) before it sends live frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Verdict(Enum):
+    """What to do with a live frame."""
+
+    SEND = "send"  # the next one: write it now
+    DROP = "drop"  # already sent (a duplicate)
+    WAIT = "wait"  # a fetch is running; it will send this one
+    FETCH = "fetch"  # frames were lost: start a fetch from the database
+
+
+@dataclass(slots=True)
+class Stream:
+    """One subscription's delivery position."""
+
+    topic_id: int = 0
+    last: int = 0
+    target: int = 0
+    busy: bool = True
+
+    def offer(self, seq: int) -> Verdict:
+        """A live frame ``seq`` arrived from the hub."""
+        if seq <= self.last:
+            return Verdict.DROP
+        if seq > self.target:
+            self.target = seq
+        if self.busy:
+            return Verdict.WAIT
+        if seq == self.last + 1:
+            self.last = seq
+            return Verdict.SEND
+        self.busy = True
+        return Verdict.FETCH
+
+    def learn(self, seq: int) -> bool:
+        """``seq`` exists (a heads announcement, a resync): True when a fetch must start."""
+        if seq > self.target:
+            self.target = seq
+        if self.last < self.target and not self.busy:
+            self.busy = True
+            return True
+        return False
+
+    @property
+    def owed(self) -> bool:
+        """Whether messages up to ``target`` remain to be sent."""
+        return self.last < self.target
+
+    def sent(self, seq: int) -> bool:
+        """A fetched ``seq`` is about to be written: False when it was already sent."""
+        if seq <= self.last:
+            return False
+        self.last = seq
+        return True
+
+    def skip_to_target(self) -> None:
+        """The database has nothing more up to ``target`` (pruned): nothing left to send."""
+        self.last = self.target
+
+    def start(self, since: int | None, latest: int, backlog: int) -> bool | None:
+        """Place a new subscription; return ``recovered`` (None: it depends on whether
+        ``since + 1`` is still retained, which only the database knows).
+
+        Without ``since``, or with ``since`` beyond ``latest`` (a client from another
+        database), the last ``backlog`` messages are sent and ``recovered`` is False.
+        """
+        self.target = max(self.target, latest)
+        if since is None or since > latest:
+            self.last = max(0, latest - backlog)
+            return False
+        self.last = since
+        return True if since == latest else None

@@ -1,0 +1,52 @@
+"""Every Redis name the app uses, built in one place from the channel layer's settings."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from realtime.conf import realtime_settings
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_config() -> tuple[str, str]:
+    """(Redis URL, key prefix) of the channel layer that ``REALTIME['CHANNEL_LAYER']`` names."""
+    alias = realtime_settings.CHANNEL_LAYER
+    config = settings.CHANNEL_LAYERS.get(alias, {}).get("CONFIG", {})
+    hosts = config.get("hosts") or [DEFAULT_URL]
+    host = hosts[0]
+    if isinstance(host, dict):
+        host = host.get("address", DEFAULT_URL)
+    elif isinstance(host, (tuple, list)):
+        host = f"redis://{host[0]}:{host[1]}/0"
+    return str(host), str(config.get("prefix", "asgi"))
+
+
+def topic_channel(prefix: str, slug: str) -> str:
+    """Pub/sub channel of a topic's messages (payload: ``encode_event``)."""
+    return f"{prefix}:rt:topic:{slug}"
+
+
+def heads_channel(prefix: str) -> str:
+    """Pub/sub channel of heads announcements (JSON ``{slug: latest seq}``)."""
+    return f"{prefix}:rt:heads"
+
+
+def access_channel(prefix: str) -> str:
+    """Pub/sub channel of access changes (JSON ``{"users": [...], "sessions": [...],
+    "topics": [...], "all": bool}``)."""
+    return f"{prefix}:rt:access"
+
+
+def presence_key(prefix: str, hub_id: str) -> str:
+    """Hash of one hub's subscriber counts by topic (expires unless renewed)."""
+    return f"{prefix}:rt:presence:{hub_id}"
+
+
+def scheduler_lock_key(prefix: str) -> str:
+    return f"{prefix}:rt:scheduler-lock"
+
+
+def encode_event(seq: int, frame: str) -> bytes:
+    """The pub/sub payload ``b"<seq> <frame>"``, so a hub reads seq without parsing JSON."""
+    return f"{seq} {frame}".encode()

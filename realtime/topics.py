@@ -1,0 +1,80 @@
+"""Topic rows for the consumers, cached per process, and the read/publish decision.
+
+Thousands of visitors subscribing to the same topic need one query, not thousands: rows are
+cached for ``CACHE_SECONDS``. Saving or deleting a topic in this process drops its entry at
+once (signals connected in ``RealtimeConfig.ready``); other processes see a change within
+``CACHE_SECONDS``, and access changes reach open sockets through ``realtime.access``. Read
+access to a private topic is always checked against the database.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from realtime import protocol
+from realtime.models import Topic
+
+CACHE_SECONDS = 1.0
+CACHE_SIZE = 10_000
+_cache: dict[str, tuple[float, Topic]] = {}
+
+
+def forget(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
+    """Drop ``instance``'s cached row (every row without one); a signal receiver."""
+    if instance is None:
+        _cache.clear()
+    else:
+        _cache.pop(instance.slug, None)
+
+
+def drop(slug: str) -> None:
+    """Forget the cached row of ``slug``."""
+    _cache.pop(slug, None)
+
+
+@database_sync_to_async
+def _fetch(slug: str) -> Topic | None:
+    return Topic.objects.enabled().filter(slug=slug).first()
+
+
+@database_sync_to_async
+def _can_read(topic: Topic, user: Any) -> bool:
+    return topic.can_read(user)
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What a user may do with a topic. ``topic`` is None when the user may not know it
+    exists (missing, disabled, or private and not theirs: answered alike, ``not_found``)."""
+
+    topic: Topic | None
+    may_publish: bool = False
+    exists: bool = False  # for messages to someone who could read it before
+
+    @property
+    def refusal(self) -> str:
+        """The code telling a former reader why it lost the topic."""
+        return protocol.FORBIDDEN if self.exists else protocol.NOT_FOUND
+
+
+async def access(slug: str, user: Any, *, fresh: bool = False) -> Access:
+    """The user's access to ``slug`` (``fresh``: bypass the cache)."""
+    now = time.monotonic()
+    cached = None if fresh else _cache.get(slug)
+    if cached is not None and now - cached[0] < CACHE_SECONDS:
+        topic = cached[1]
+    else:
+        topic = await _fetch(slug)
+        if topic is None:
+            _cache.pop(slug, None)
+            return Access(None)
+        if len(_cache) >= CACHE_SIZE:
+            _cache.clear()
+        _cache[slug] = (now, topic)
+    if topic.private and not await _can_read(topic, user):
+        return Access(None, exists=True)
+    return Access(topic, topic.visitor_publish, exists=True)
