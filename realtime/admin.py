@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -24,8 +25,23 @@ def preview(data: Any, limit: int = 300) -> str:
     return payload.dumps(payload.sendable(data)[0])[:limit]
 
 
+class DataField(forms.JSONField):
+    """A JSON field that shows refused input (lone surrogates) as escapes when the form is
+    displayed again, instead of failing to encode the page."""
+
+    def prepare_value(self, value: Any) -> str:
+        text = super().prepare_value(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(value, ensure_ascii=True)
+        return text
+
+
 class MessageForm(forms.ModelForm):
     """The admin's "Add message": data is checked like every other entry point."""
+
+    data = DataField(help_text='JSON, for example {"title": "Hello", "body": "…"}')
 
     class Meta:
         model = Message

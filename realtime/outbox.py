@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, JSONField, Value
 from django.utils import timezone
 
 from realtime import fanout, payload
@@ -24,6 +24,8 @@ from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Message, Source, Topic
 
 logger = logging.getLogger("realtime.outbox")
+
+JSON_NULL = Value(None, output_field=JSONField())
 
 
 def _resolve(topic: Topic | str) -> Topic:
@@ -85,13 +87,18 @@ def publish_many(
             seq = next_seq[topic_obj.pk]
             next_seq[topic_obj.pk] = seq + 1
             topic_obj.last_seq = max(topic_obj.last_seq, seq)
+            # JSON null: Django would store None as SQL NULL (refused by the NOT NULL column).
+            stored = JSON_NULL if data is None else data
             messages.append(
-                Message(topic=topic_obj, seq=seq, data=data, source=source, author=author)
+                Message(topic=topic_obj, seq=seq, data=stored, source=source, author=author)
             )
         if len(messages) == 1:
             messages[0].save(force_insert=True)
         else:
             Message.objects.bulk_create(messages)
+        for message in messages:
+            if message.data is JSON_NULL:
+                message.data = None
         transaction.on_commit(partial(fanout.fan_out_after_commit, messages), robust=True)
     return messages
 

@@ -78,8 +78,8 @@ async def test_logout_closes_open_sockets_4401(site):
 async def test_ended_session_closes_sockets_4401(site, change):
     browser = await signed_in(site)
     ws = await open_member_socket(site, browser)
-    code = f"from django.contrib.auth.models import User; u = User.objects.get(username='ann'); {change}"
-    await asyncio.to_thread(site.shell, code)
+    user = "from django.contrib.auth.models import User; u = User.objects.get(username='ann')"
+    await asyncio.to_thread(site.shell, f"{user}; {change}")
     assert await closed_with(ws) == 4401
 
 

@@ -4,14 +4,11 @@ fills gaps, drops duplicates and respects permissions; two processes share a top
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import struct
 
 import pytest
 from websockets.asyncio.client import connect
 
-from realtime.wire import Frame, daphne_protocol
 from tests.helpers.client import ResumingClient
 from tests.helpers.processes import Site, manage, start_daphne
 
@@ -101,28 +98,3 @@ async def test_fast_path_sends_only_subscribed_and_permitted_topics(site):
         )
         frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert (frame["topic"], frame["seq"], frame["data"]) == ("news", 2, "mine")
-
-
-@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
-def test_frame_wire_bytes_follow_rfc6455(size):
-    payload = b"x" * size
-    wire = Frame(payload).wire
-    assert wire[0] == 0x81  # FIN + text, unmasked
-    if size < 126:
-        assert wire[1] == size and wire[2:] == payload
-    elif size < 65536:
-        assert wire[1] == 126 and struct.unpack("!H", wire[2:4])[0] == size
-        assert wire[4:] == payload
-    else:
-        assert wire[1] == 127 and struct.unpack("!Q", wire[2:10])[0] == size
-        assert wire[10:] == payload
-    assert Frame(payload).text == payload.decode()
-
-
-def test_daphne_protocol_is_none_outside_daphne():
-    async def send(message):
-        return None
-
-    assert daphne_protocol(None) is None
-    assert daphne_protocol(send) is None
-    assert daphne_protocol(functools.partial(print, "not daphne")) is None

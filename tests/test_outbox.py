@@ -182,3 +182,14 @@ def test_publish_many_refuses_everything_when_one_item_is_bad(topic_factory):
         publish_many([("a", 1), ("nope", 2)])
     assert Message.objects.count() == 0 and Topic.objects.get().last_seq == 0
     assert publish_many([]) == []
+
+
+async def test_json_null_is_stored_as_json_and_delivered(listener):
+    """None is JSON null, not SQL NULL (which the column refuses): found by hypothesis."""
+    from realtime.outbox import publish_many
+
+    await database_sync_to_async(Topic.objects.create)(slug="a")
+    assert (await database_sync_to_async(publish)("a", None)).data is None
+    await database_sync_to_async(publish_many)([("a", None), ("a", 1)])
+    frames = [(await listener.next())[2] for _ in range(3)]
+    assert [(f["seq"], f["data"]) for f in frames] == [(1, None), (2, None), (3, 1)]

@@ -48,11 +48,12 @@ class Browserless:
         self.opener.open(request, timeout=10)
 
     def socket(self, ws_url: str, session_key: str | None = None):
-        """A websockets connection carrying the session cookie (and the site's Origin)."""
+        """A websockets connection carrying the session cookie and the page's Origin (the
+        socket's own host and port, as for a page served by that process)."""
         key = session_key or self.cookie("sessionid")
         return connect(
             ws_url,
             subprotocols=["realtime.v1"],
-            origin=self.base,
+            origin=ws_url.replace("ws", "http", 1).split("/ws/")[0],
             additional_headers={"Cookie": f"sessionid={key}"},
         )

@@ -1,0 +1,130 @@
+"""realtime.wire and realtime.server: every assumption about daphne, Twisted and autobahn
+internals that the fast path, the close codes and the HTTP timeout rely on, pinned by a test
+that fails when an upgrade breaks it."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+
+from realtime import wire
+from realtime.server import limit_http_request_time
+
+
+def test_daphne_gives_applications_a_send_that_leads_to_its_protocol():
+    from daphne.server import Server
+
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen["send"] = send
+
+    class FakeProtocol:
+        transport = object()
+        failByDrop = True
+
+    async def run():
+        server = Server(application=app, endpoints=["tcp:port=0"])
+        protocol = FakeProtocol()
+        server.connections = {protocol: {}}
+        server.create_application(protocol, {"type": "websocket"})
+        await asyncio.sleep(0)
+        return protocol
+
+    protocol = asyncio.run(run())
+    assert wire.daphne_protocol(seen["send"]) is protocol
+    assert protocol.failByDrop is False  # close codes are sent, not a dropped stream
+
+
+def test_anything_else_is_not_daphne(caplog):
+    async def send(message):
+        pass
+
+    assert wire.daphne_protocol(send) is None
+    assert wire.daphne_protocol(None) is None
+
+
+def test_autobahn_refuses_application_close_codes_that_the_protocol_needs():
+    """Why closes go through ``sendCloseFrame``: ``sendClose`` raises for 1001/1008/1009/1011."""
+    from autobahn.twisted.websocket import WebSocketServerProtocol
+
+    protocol = WebSocketServerProtocol()
+    protocol.state = WebSocketServerProtocol.STATE_OPEN
+    for code in (1001, 1008, 1009, 1011):
+        with pytest.raises(Exception, match="invalid close code"):
+            protocol.sendClose(code=code)
+
+
+def test_close_sends_the_exact_code_through_send_close_frame():
+    from autobahn.twisted.websocket import WebSocketServerProtocol
+
+    sent = []
+
+    class Probe(WebSocketServerProtocol):
+        def sendFrame(self, opcode, payload=b"", **kwargs):
+            sent.append((opcode, payload))
+
+    protocol = Probe()
+    protocol.state = WebSocketServerProtocol.STATE_OPEN
+    protocol.closeHandshakeTimeout = 0
+    wire.close(protocol, 1008, "kept breaking the protocol")
+    assert sent == [(8, struct.pack("!H", 1008) + b"kept breaking the protocol")]
+    assert protocol.state == WebSocketServerProtocol.STATE_CLOSING
+    wire.close(protocol, 1011, "again")  # not open any more: nothing more is sent
+    assert len(sent) == 1
+
+
+def test_twisted_transport_attributes_the_fast_path_reads():
+    from twisted.internet import abstract, tcp
+
+    for name in ("dataBuffer", "offset", "connected", "disconnecting"):
+        assert hasattr(abstract.FileDescriptor, name), name
+    assert "_tempDataLen" in abstract.FileDescriptor.__init__.__code__.co_names
+    assert hasattr(tcp.Server, "getHandle")  # .socket is set on connections
+
+
+def test_buffered_counts_what_twisted_holds():
+    class Transport:
+        dataBuffer = b"abcdef"
+        offset = 2
+        _tempDataLen = 10
+
+    class Protocol:
+        transport = Transport()
+
+    assert wire.buffered(Protocol()) == 14
+
+
+def test_autobahn_still_has_the_config_pformat_this_project_defers():
+    from autobahn.websocket import protocol as autobahn_protocol
+
+    wire.defer_autobahn_config_log()
+    assert autobahn_protocol.pformat is wire._LazyPformat
+    assert str(wire._LazyPformat({"a": 1})) == "{'a': 1}"
+
+
+def test_http_request_timeout_reaches_daphnes_twisted_factory():
+    from daphne.http_protocol import HTTPFactory
+
+    limit_http_request_time(3.5)
+    assert HTTPFactory(server=None).timeOut == 3.5
+    limit_http_request_time(7.0)  # applied again: replaced, not stacked
+    assert HTTPFactory(server=None).timeOut == 7.0
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_frame_wire_bytes_follow_rfc6455(size):
+    payload = b"x" * size
+    data = wire.Frame(payload).wire
+    assert data[0] == 0x81  # FIN + text, unmasked
+    if size < 126:
+        assert data[1] == size and data[2:] == payload
+    elif size < 65536:
+        assert data[1] == 126 and struct.unpack("!H", data[2:4])[0] == size
+        assert data[4:] == payload
+    else:
+        assert data[1] == 127 and struct.unpack("!Q", data[2:10])[0] == size
+        assert data[10:] == payload
+    assert wire.Frame(payload).text == payload.decode()
