@@ -45,6 +45,19 @@ def session_user_id(session_key: str | None) -> Any:
     return user.pk if user.is_authenticated else None
 
 
+def concerns(event: dict[str, Any], user_id: Any, session_key: str | None, topics: Any):
+    """What a connection must re-check for an access event: (its session?, which of its
+    ``topics``). Anonymous connections have no session to lose."""
+    everything = bool(event.get("all"))
+    session = user_id is not None and (
+        everything or session_key in event.get("sessions", ()) or user_id in event.get("users", ())
+    )
+    if session or everything:
+        return session, list(topics)
+    named = set(event.get("topics", ()))
+    return False, [slug for slug in topics if slug in named]
+
+
 def _announce(**change: Any) -> None:
     def send() -> None:
         try:

@@ -18,37 +18,21 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import engine, protocol, topics, wire
-from realtime.access import session_user_id
+from realtime import access, engine, protocol, topics, wire
 from realtime.conf import realtime_settings
-from realtime.delivery import Stream, Verdict
+from realtime.delivery import Stream
 from realtime.exceptions import InvalidMessage, TopicNotFound
-from realtime.fanout import frame as message_frame
 from realtime.models import Message, Source, Topic
 from realtime.origins import handshake_refusal
 from realtime.outbox import publish
 from realtime.protocol import ProtocolError
 from realtime.ratelimit import TokenBucket
+from realtime.streams import StreamsMixin
+from realtime.topics import current_user, first_retained_seq, latest_seq
 
 logger = logging.getLogger("realtime.consumer")
 
-PAGE = 500  # replayed and gap-filled messages are read in pages of this size
 HUB_READY_TIMEOUT = 5.0  # a subscribe waits this long for the process's Redis subscription
-
-
-@database_sync_to_async
-def latest_seq(topic_id: int) -> int:
-    return Topic.objects.latest_seq(topic_id)
-
-
-@database_sync_to_async
-def read_page(topic_id: int, after: int, upto: int) -> list[tuple[int, str]]:
-    return [(m.seq, message_frame(m)) for m in Message.objects.page(topic_id, after, upto, PAGE)]
-
-
-@database_sync_to_async
-def first_retained_seq(topic_id: int, after: int) -> int | None:
-    return Message.objects.first_retained_seq(topic_id, after)
 
 
 @database_sync_to_async
@@ -56,22 +40,12 @@ def store(topic: Topic, data: Any, user: Any) -> Message:
     return publish(topic, data, source=Source.VISITOR, user=user)
 
 
-@database_sync_to_async
-def current_user(session_key: str | None, user_id: Any) -> Any:
-    """The user behind the session now, or None when the session no longer authenticates it."""
-    if session_user_id(session_key) != user_id:
-        return None
-    from django.contrib.auth import get_user_model
-
-    return get_user_model()._default_manager.filter(pk=user_id).first()
-
-
 def not_found(slug: str, frame: protocol.ClientFrame) -> ProtocolError:
     # Private topics the user may not read answer exactly like missing ones.
     return ProtocolError(protocol.NOT_FOUND, f"No topic {slug!r}.", id=frame.id, topic=slug)
 
 
-class RealtimeConsumer(AsyncWebsocketConsumer):
+class RealtimeConsumer(StreamsMixin, AsyncWebsocketConsumer):
     """A visitor's socket: subscriptions, replay, visitor publish, ping."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -271,19 +245,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             latest,
         )
 
-    async def _latest(self, hub: engine.Hub, slug: str, topic_id: int, since: int | None) -> int:
-        """The topic's latest seq: from the hub when it tracks it, else from the database
-        (read after listening, so nothing published later can be missed). A ``since`` beyond
-        the hub's head may come from a client of another process that saw a message this
-        one has not received yet: the database decides."""
-        head = hub.head(slug)
-        if head is not None and (since is None or since <= head):
-            return head
-        epoch = hub.epoch()
-        latest = await latest_seq(topic_id)
-        hub.seed(slug, latest, epoch)
-        return latest
-
     async def on_unsubscribe(self, frame: protocol.ClientFrame) -> None:
         slug = str(frame.topic)
         self._leave(slug)
@@ -315,44 +276,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     # --- from the hub (engine.Subscriber) -----------------------------------------------------
 
-    async def deliver(self, slug: str, seq: int, frame: wire.Frame) -> None:
-        """A live frame of ``slug``: send it if it is the next one, else catch up."""
-        stream = self.streams.get(slug)
-        if stream is None or self.closing:
-            return
-        verdict = stream.offer(seq)
-        if verdict is Verdict.SEND:
-            if self.direct is None:
-                await self.base_send({"type": "websocket.send", "text": frame.text})
-            elif wire.buffered(self.direct) > self.max_send_buffer:
-                self._drop_slow_reader()
-            else:
-                wire.write(self.direct, frame.wire)
-        elif verdict is Verdict.FETCH:
-            self._spawn(self._catch_up(slug, stream))
-
-    def advance(self, slug: str, seq: int) -> None:
-        """``seq`` exists in ``slug``: fetch what this connection lacks up to it."""
-        stream = self.streams.get(slug)
-        if stream is not None and not self.closing and stream.learn(seq):
-            self._spawn(self._catch_up(slug, stream))
-
     def access_changed(self, event: dict[str, Any]) -> None:
         """Someone's access may have ended: re-check this connection if it is concerned."""
-        if self.closing:
-            return
-        everything = bool(event.get("all"))
-        session = self.user_id is not None and (
-            everything
-            or self.session_key in event.get("sessions", ())
-            or self.user_id in event.get("users", ())
-        )
-        slugs = list(self.streams) if (session or everything) else []
         for slug in event.get("topics", ()):
             topics.drop(slug)  # the row changed: read it again
-            if slug in self.streams and slug not in slugs:
-                slugs.append(slug)
-        if session or slugs:
+        session, slugs = access.concerns(event, self.user_id, self.session_key, self.streams)
+        if (session or slugs) and not self.closing:
             self._spawn(self._recheck(session, slugs))
 
     def server_shutdown(self) -> int:
@@ -365,36 +294,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         return 1
 
     # --- helpers ------------------------------------------------------------------------------
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _catch_up(self, slug: str, stream: Stream) -> None:
-        """Send ``stream.last+1 .. stream.target`` from the database, in order."""
-        stream.busy = True
-        try:
-            while self.streams.get(slug) is stream and stream.owed:
-                rows = await read_page(stream.topic_id, stream.last, stream.target)
-                if self.streams.get(slug) is not stream or self.closing:
-                    return
-                if not rows:
-                    stream.skip_to_target()  # pruned: nothing left to send
-                    break
-                for seq, text in rows:
-                    if self.direct is not None and (
-                        wire.buffered(self.direct) > self.max_send_buffer
-                    ):
-                        self._drop_slow_reader()
-                        return
-                    if stream.sent(seq):
-                        await self.base_send({"type": "websocket.send", "text": text})
-        except Exception:
-            logger.warning("catch-up of %s on %s failed", slug, self.connection_id, exc_info=True)
-            # The next frame or head announcement for the topic tries again.
-        finally:
-            stream.busy = False
 
     async def _recheck(self, session: bool, slugs: list[str]) -> None:
         """Close with 4401 when the session no longer authenticates the user; else leave the
@@ -416,22 +315,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     logger.info("access to %s ended on %s", slug, self.connection_id)
         except Exception:
             logger.exception("re-checking access of %s failed", self.connection_id)
-
-    def _drop_slow_reader(self) -> None:
-        """The client does not read: drop it before its buffer grows (it resumes with since)."""
-        if not self.closing:
-            logger.warning(
-                "dropping slow reader %s addr=%s: over %d bytes unsent",
-                self.connection_id,
-                self.address,
-                self.max_send_buffer,
-            )
-            wire.drop(self.direct)
-            self._clean_up()
-
-    def _leave(self, slug: str) -> None:
-        if self.streams.pop(slug, None) is not None and self.hub is not None:
-            self.hub.discard(slug, self)
 
     async def _refuse(self, exc: ProtocolError) -> None:
         logger.debug("refused frame on %s: %s", self.connection_id, exc.code)

@@ -1,4 +1,5 @@
-"""Topic rows for the consumers, cached per process, and the read/publish decision.
+"""What the consumers read: topic rows (cached per process) with the read/publish decision,
+message pages, latest seqs, and the user a session still authenticates.
 
 Thousands of visitors subscribing to the same topic need one query, not thousands: rows are
 cached for ``CACHE_SECONDS``. Saving or deleting a topic in this process drops its entry at
@@ -16,7 +17,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from realtime import protocol
-from realtime.models import Topic
+from realtime.models import Message, Topic
 
 CACHE_SECONDS = 1.0
 CACHE_SIZE = 10_000
@@ -78,3 +79,38 @@ async def access(slug: str, user: Any, *, fresh: bool = False) -> Access:
     if topic.private and not await _can_read(topic, user):
         return Access(None, exists=True)
     return Access(topic, topic.visitor_publish, exists=True)
+
+
+# --- the consumers' other reads (each a database thread call) ------------------------------------
+
+PAGE = 500  # replayed and gap-filled messages are read in pages of this size
+
+
+@database_sync_to_async
+def latest_seq(topic_id: int) -> int:
+    return Topic.objects.latest_seq(topic_id)
+
+
+@database_sync_to_async
+def read_page(topic_id: int, after: int, upto: int) -> list[tuple[int, str]]:
+    """(seq, frame) of retained messages with ``after < seq <= upto``, one page."""
+    from realtime.fanout import frame
+
+    return [(m.seq, frame(m)) for m in Message.objects.page(topic_id, after, upto, PAGE)]
+
+
+@database_sync_to_async
+def first_retained_seq(topic_id: int, after: int) -> int | None:
+    return Message.objects.first_retained_seq(topic_id, after)
+
+
+@database_sync_to_async
+def current_user(session_key: str | None, user_id: Any) -> Any:
+    """The user behind the session now, or None when it no longer authenticates ``user_id``."""
+    from django.contrib.auth import get_user_model
+
+    from realtime.access import session_user_id
+
+    if user_id is None or session_user_id(session_key) != user_id:
+        return None
+    return get_user_model()._default_manager.filter(pk=user_id).first()

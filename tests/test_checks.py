@@ -83,3 +83,20 @@ def test_settings_reload_on_change(settings):
     assert realtime_settings.MAX_SUBSCRIPTIONS == 100
     with pytest.raises(AttributeError):
         realtime_settings.NOPE  # noqa: B018
+
+
+@pytest.mark.parametrize("hosts", [["*"], [".example.com", "example.com"]])
+def test_deploy_check_warns_when_wildcard_hosts_open_the_origin_check(settings, hosts):
+    from realtime.checks import check_open_origins
+
+    settings.ALLOWED_HOSTS = hosts
+    warnings = check_open_origins()
+    assert [w.id for w in warnings] == ["realtime.W002"]
+    assert "ALLOWED_ORIGINS" in warnings[0].hint
+
+
+def test_deploy_check_quiet_with_exact_hosts(settings):
+    from realtime.checks import check_open_origins
+
+    settings.ALLOWED_HOSTS = ["example.com", "www.example.com"]
+    assert check_open_origins() == []

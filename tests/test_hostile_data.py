@@ -71,13 +71,13 @@ async def test_a_stored_unsendable_row_never_blocks_the_sweep_or_the_pages(live_
     assert reader.raw["chat"] == [1, 2]
     bad = next(f for f in reader.frames if f.get("seq") == 1 and f.get("topic") == "chat")
     assert bad["data"] == {"text": "bad \ufffd row"}
-    assert "tick failed" not in site.scheduler.output()
+    assert "tick failed" not in site.scheduler.output(), site.scheduler.output()
     assert "cannot be sent as stored" in site.scheduler.output()
     pending = site.shell(
         "from realtime.models import Message\n"
         "print(Message.objects.filter(fanned_out_at__isnull=True).count())"
     )
-    assert pending.strip() == "0"
+    assert pending.split()[-1] == "0"
     await reader.stop()
 
 
@@ -101,7 +101,7 @@ async def test_a_hanging_redis_never_holds_publishers(live_site, tmp_path):
         finally:
             os.kill(redis.process.pid, signal.SIGCONT)
         # Without the breaker each publish waited for the 5 s socket timeout (150 s here).
-        assert float(took) < 3.0, took
+        assert float(took.split()[-1]) < 3.0, took
         await reader.wait_for("chat", 30, timeout=60)
         assert reader.received["chat"] == list(range(1, 31))
         await reader.stop()

@@ -1,0 +1,116 @@
+"""Topic streams on one socket: live frames from the hub, replay and gap fill from the database,
+in order, each seq once (the decisions are ``delivery.Stream``'s), and the slow-reader drop.
+
+``StreamsMixin`` is the half of ``RealtimeConsumer`` that the hub calls (``engine.Subscriber``);
+the consumer is the half that speaks to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from realtime import engine, wire
+from realtime.delivery import Stream, Verdict
+from realtime.topics import latest_seq, read_page
+
+logger = logging.getLogger("realtime.consumer")
+
+
+class StreamsMixin:
+    """Per-topic streams of a consumer: ``streams``, ``hub``, ``direct``, ``tasks``."""
+
+    streams: dict[str, Stream]
+    hub: engine.Hub | None
+    direct: Any
+    tasks: set[asyncio.Task]
+    closing: bool
+    max_send_buffer: int
+    connection_id: str
+    address: str
+
+    # Provided by the consumer: base_send (channels), _clean_up.
+    base_send: Any
+    _clean_up: Any
+
+    async def deliver(self, slug: str, seq: int, frame: wire.Frame) -> None:
+        """A live frame of ``slug``: send it if it is the next one, else catch up."""
+        stream = self.streams.get(slug)
+        if stream is None or self.closing:
+            return
+        verdict = stream.offer(seq)
+        if verdict is Verdict.SEND:
+            if self.direct is None:
+                await self.base_send({"type": "websocket.send", "text": frame.text})
+            elif wire.buffered(self.direct) > self.max_send_buffer:
+                self._drop_slow_reader()
+            else:
+                wire.write(self.direct, frame.wire)
+        elif verdict is Verdict.FETCH:
+            self._spawn(self._catch_up(slug, stream))
+
+    def advance(self, slug: str, seq: int) -> None:
+        """``seq`` exists in ``slug``: fetch what this connection lacks up to it."""
+        stream = self.streams.get(slug)
+        if stream is not None and not self.closing and stream.learn(seq):
+            self._spawn(self._catch_up(slug, stream))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _catch_up(self, slug: str, stream: Stream) -> None:
+        """Send ``stream.last+1 .. stream.target`` from the database, in order."""
+        stream.busy = True
+        try:
+            while self.streams.get(slug) is stream and stream.owed:
+                rows = await read_page(stream.topic_id, stream.last, stream.target)
+                if self.streams.get(slug) is not stream or self.closing:
+                    return
+                if not rows:
+                    stream.skip_to_target()  # pruned: nothing left to send
+                    break
+                for seq, text in rows:
+                    if self.direct is not None and (
+                        wire.buffered(self.direct) > self.max_send_buffer
+                    ):
+                        self._drop_slow_reader()
+                        return
+                    if stream.sent(seq):
+                        await self.base_send({"type": "websocket.send", "text": text})
+        except Exception:
+            logger.warning("catch-up of %s on %s failed", slug, self.connection_id, exc_info=True)
+            # The next frame or head announcement for the topic tries again.
+        finally:
+            stream.busy = False
+
+    def _drop_slow_reader(self) -> None:
+        """The client does not read: drop it before its buffer grows (it resumes with since)."""
+        if not self.closing:
+            logger.warning(
+                "dropping slow reader %s addr=%s: over %d bytes unsent",
+                self.connection_id,
+                self.address,
+                self.max_send_buffer,
+            )
+            wire.drop(self.direct)
+            self._clean_up()
+
+    def _leave(self, slug: str) -> None:
+        if self.streams.pop(slug, None) is not None and self.hub is not None:
+            self.hub.discard(slug, self)
+
+    async def _latest(self, hub: engine.Hub, slug: str, topic_id: int, since: int | None) -> int:
+        """The topic's latest seq: from the hub when it tracks it, else from the database
+        (read after listening, so nothing published later can be missed). A ``since`` beyond
+        the hub's head may come from a client of another process that saw a message this
+        one has not received yet: the database decides."""
+        head = hub.head(slug)
+        if head is not None and (since is None or since <= head):
+            return head
+        epoch = hub.epoch()
+        latest = await latest_seq(topic_id)
+        hub.seed(slug, latest, epoch)
+        return latest
