@@ -9,20 +9,17 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.helpers.processes import Site, manage
+from tests.helpers.processes import manage
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def site(tmp_path, redis_url):
+def site(live_site):
     """daphne + runscheduler on a fresh SQLite database; stopped by pid at the end."""
-    running = Site(tmp_path, redis_url, REALTIME=json.dumps({"SCHEDULER_TICK": 0.2}))
-    try:
-        running.start()
-        yield running.env, running.port, running.daphne, running.scheduler
-    finally:
-        code = running.stop()
+    running = live_site(realtime={"SCHEDULER_TICK": 0.2})
+    yield running.env, running.port, running.daphne, running.scheduler
+    code = running.scheduler.stop()
     assert code == 0, running.scheduler.output()  # the scheduler stops cleanly on SIGTERM
 
 

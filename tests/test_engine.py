@@ -21,12 +21,8 @@ PUBLISH_MANY = (
 
 
 @pytest.fixture
-def site(tmp_path, redis_url):
-    running = Site(tmp_path, redis_url)
-    try:
-        yield running.start(scheduler=False)
-    finally:
-        running.stop()
+def site(live_site):
+    return live_site(scheduler=False)
 
 
 def ws_url(port: int) -> str:

@@ -44,12 +44,8 @@ def make_site(tmp_path, redis_url, realtime=None, **kw) -> Site:
 
 
 @pytest.fixture
-def site(tmp_path, redis_server):
-    running = make_site(tmp_path, redis_server.url)
-    try:
-        yield running.start()
-    finally:
-        running.stop()
+def site(live_site, redis_server):
+    return live_site(redis=redis_server.url, realtime=FAST)
 
 
 def url(site: Site) -> str:

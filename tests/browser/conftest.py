@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
-
-from tests.helpers.processes import Site
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -36,12 +33,8 @@ def browser():
 
 
 @pytest.fixture
-def site(tmp_path, redis_url):
-    running = Site(tmp_path, redis_url, REALTIME=json.dumps({"SCHEDULER_TICK": 0.2}))
-    try:
-        yield running.start()
-    finally:
-        running.stop()
+def site(live_site):
+    return live_site(realtime={"SCHEDULER_TICK": 0.2})
 
 
 @pytest.fixture
