@@ -200,7 +200,7 @@ class Hub:
                     elif kind == "psubscribe" and message["data"] == 3:
                         # Every pattern active (also after redis-py reconnected by itself).
                         delay = RECONNECT_MIN
-                        await self._subscribed()
+                        await self.subscribed()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -215,7 +215,8 @@ class Hub:
                 self.ready.clear()
                 await _close_quietly(pubsub, client)
 
-    async def _subscribed(self) -> None:
+    async def subscribed(self) -> None:
+        """The Redis subscription is (again) active: resync what may have been missed."""
         self.heads.clear()  # messages may have been missed while away
         self.subscribes += 1
         first = self.subscribes == 1

@@ -149,7 +149,7 @@ def write(protocol: Any, data: bytes) -> bool:
     return True
 
 
-class _LazyPformat:
+class LazyPformat:
     """``pprint.pformat(obj)``, computed only if someone turns it into a string."""
 
     __slots__ = ("obj",)
@@ -171,5 +171,5 @@ def defer_autobahn_config_log() -> None:
         from autobahn.websocket import protocol as autobahn_protocol
     except ImportError:
         return
-    if getattr(autobahn_protocol, "pformat", None) is not _LazyPformat:
-        autobahn_protocol.pformat = _LazyPformat
+    if getattr(autobahn_protocol, "pformat", None) is not LazyPformat:
+        autobahn_protocol.pformat = LazyPformat

@@ -87,7 +87,7 @@ async def test_hub_resyncs_subscribers_when_its_redis_subscription_returns(conne
     await apublish("news", {"n": 1})  # published while the hub "was away"
     monkeypatch.undo()
     hub = engine.hub()
-    await hub._subscribed()  # what the hub runs each time its subscription is re-established
+    await hub.subscribed()  # what the hub runs each time its subscription is re-established
     assert (await ws.recv())["seq"] == 1
 
 

@@ -101,8 +101,8 @@ def test_autobahn_still_has_the_config_pformat_this_project_defers():
     from autobahn.websocket import protocol as autobahn_protocol
 
     wire.defer_autobahn_config_log()
-    assert autobahn_protocol.pformat is wire._LazyPformat
-    assert str(wire._LazyPformat({"a": 1})) == "{'a': 1}"
+    assert autobahn_protocol.pformat is wire.LazyPformat
+    assert str(wire.LazyPformat({"a": 1})) == "{'a': 1}"
 
 
 def test_http_request_timeout_reaches_daphnes_twisted_factory():
