@@ -62,11 +62,13 @@ class Bench:
 
     # --- processes
 
-    def spawn(self, name: str, command: list[str], cwd: Path = ROOT) -> subprocess.Popen:
+    def spawn(
+        self, name: str, command: list[str], cwd: Path = ROOT, env: dict | None = None
+    ) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115
         line = "ulimit -n $(ulimit -Hn); exec " + shlex.join(command)
         proc = subprocess.Popen(
-            ["bash", "-c", line], cwd=cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            ["bash", "-c", line], cwd=cwd, env=env or self.env, stdout=log, stderr=subprocess.STDOUT
         )
         self.procs.append(proc)
         return proc
@@ -86,10 +88,17 @@ class Bench:
                 BENCH,
             ),
             "raw": ([PY, "raw_server.py", "--port", "{port}"], BENCH),
+            # The same product, writing through autobahn's public prepared messages.
+            "product-autobahn": (daphne_command("127.0.0.1", "{port}"), ROOT),
         }
         for name, (command, cwd) in specs.items():
             port = free_port()
-            proc = self.spawn(name, [c.replace("{port}", str(port)) for c in command], cwd)
+            env = None
+            if name == "product-autobahn":
+                realtime = {**json.loads(self.env["REALTIME"]), "WRITE_PATH": "autobahn"}
+                env = {**self.env, "REALTIME": json.dumps(realtime)}
+            command = [c.replace("{port}", str(port)) for c in command]
+            proc = self.spawn(name, command, cwd, env)
             wait_for_port(port, timeout=60)
             self.ports[name], self.pids[name] = port, proc.pid
 
@@ -281,7 +290,7 @@ def main() -> None:
                     for server in SERVERS:
                         results["latency"].append(bench.scenario(server, n, 20, 5))
                 print("== throughput with 1000 subscribers, rising rates", flush=True)
-                for server in SERVERS:
+                for server in (*SERVERS, "product-autobahn"):
                     # The tutorial design saturates near 2,000 deliveries/s: sweep it lower.
                     for rate in TUTORIAL_RATES if server == "tutorial" else rates:
                         r = bench.scenario(server, 1000, rate, 4)

@@ -83,6 +83,8 @@ def check_realtime_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]
             problem = "a list of origins such as 'https://example.com'"
         elif key in _BOOLEANS and not isinstance(val, bool):
             problem = "true or false"
+        elif key == "WRITE_PATH" and val not in ("socket", "autobahn"):
+            problem = "'socket' or 'autobahn'"
         elif key == "CHANNEL_LAYER" and val not in getattr(settings, "CHANNEL_LAYERS", {}):
             problem = "an alias defined in CHANNEL_LAYERS"
         if problem:

@@ -67,6 +67,10 @@ DEFAULTS: dict[str, Any] = {
     "CONSUMER_CHANNEL_LAYER": False,
     # Under daphne, write fanned-out frames straight to the sockets (realtime/wire.py).
     "DIRECT_WRITE": True,
+    # How: "socket" (one send() of the pre-built bytes when Twisted holds nothing for the
+    # connection) or "autobahn" (its public prepareMessage/sendPreparedMessage; slower, see
+    # bench/RESULTS.md, but no Twisted internals).
+    "WRITE_PATH": "socket",
     # Garbage collector settings for many long-lived connections (realtime/server.py). Off:
     # with it, cyclic garbage of closed connections outlived them (RSS +21 % over a
     # 10,000-connection churn, tests/test_closes.py), for a faster opening of many sockets.

@@ -28,7 +28,7 @@ from realtime.outbox import publish
 from realtime.protocol import ProtocolError
 from realtime.ratelimit import TokenBucket
 from realtime.streams import StreamsMixin
-from realtime.topics import current_user, first_retained_seq, latest_seq
+from realtime.topics import latest_seq
 
 logger = logging.getLogger("realtime.consumer")
 
@@ -45,8 +45,18 @@ def not_found(slug: str, frame: protocol.ClientFrame) -> ProtocolError:
     return ProtocolError(protocol.NOT_FOUND, f"No topic {slug!r}.", id=frame.id, topic=slug)
 
 
-class RealtimeConsumer(StreamsMixin, AsyncWebsocketConsumer):
+class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsumer):
     """A visitor's socket: subscriptions, replay, visitor publish, ping."""
+
+    hub: engine.Hub | None = None
+    protocol: Any = None  # daphne's protocol object, when under daphne
+    direct: Any = None  # the same, when fanned-out frames are written straight to it
+    closing = False
+    counted = False  # in the hub's per-address count
+    user: Any = None
+    user_id: Any = None
+    session_key: str | None = None  # the session that authenticated user_id
+    address = "?"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -56,17 +66,8 @@ class RealtimeConsumer(StreamsMixin, AsyncWebsocketConsumer):
         elif self.channel_layer_alias == "default":
             self.channel_layer_alias = realtime_settings.CHANNEL_LAYER
         self.streams: dict[str, Stream] = {}
-        self.hub: engine.Hub | None = None
-        self.protocol: Any = None  # daphne's protocol object, when under daphne
-        self.direct: Any = None  # the same, when fanned-out frames are written directly
         self.tasks: set[asyncio.Task] = set()
-        self.closing = False
-        self.counted = False
-        self.user: Any = None
-        self.user_id: Any = None
-        self.session_key: str | None = None
         self.connection_id = uuid.uuid4().hex[:16]
-        self.address = "?"
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         # Clean-up runs whatever ends the consumer: a disconnect, an exception, a cancellation
@@ -115,6 +116,7 @@ class RealtimeConsumer(StreamsMixin, AsyncWebsocketConsumer):
         self.hub.start()
         self.protocol = wire.daphne_protocol(self.scope.get(wire.SCOPE_KEY))
         self.direct = self.protocol if conf.DIRECT_WRITE else None
+        self.write = wire.WRITERS[conf.WRITE_PATH]
         subprotocols = self.scope.get("subprotocols") or []
         await self.accept(subprotocol=protocol.PROTOCOL if subprotocols else None)
         limits = {
@@ -131,13 +133,8 @@ class RealtimeConsumer(StreamsMixin, AsyncWebsocketConsumer):
         return user.get_username() if user is not None and user.is_authenticated else None
 
     async def disconnect(self, code: int) -> None:
-        logger.info(
-            "disconnect %s user=%s addr=%s code=%s",
-            self.connection_id,
-            self.username,
-            self.address,
-            code,
-        )
+        args = (self.connection_id, self.username, self.address, code)
+        logger.info("disconnect %s user=%s addr=%s code=%s", *args)
 
     def _clean_up(self) -> None:
         """Leave every topic and the hub's connection count; idempotent."""
@@ -229,21 +226,7 @@ class RealtimeConsumer(StreamsMixin, AsyncWebsocketConsumer):
             await self.send(text_data=protocol.subscribed(slug, latest, True, id=frame.id))
             self.advance(slug, latest)
             return
-        stream.topic_id = topic.pk
-        latest = await self._latest(hub, slug, topic.pk, frame.since)
-        recovered = stream.start(frame.since, latest, topic.backlog)
-        if recovered is None:
-            recovered = await first_retained_seq(topic.pk, stream.last) == stream.last + 1
-        await self.send(text_data=protocol.subscribed(slug, latest, recovered, id=frame.id))
-        await self._catch_up(slug, stream)
-        logger.info(
-            "subscribe %s user=%s topic=%s since=%s seq=%s",
-            self.connection_id,
-            self.username,
-            slug,
-            frame.since,
-            latest,
-        )
+        await self._open(slug, stream, topic, frame, hub)
 
     async def on_unsubscribe(self, frame: protocol.ClientFrame) -> None:
         slug = str(frame.topic)
@@ -276,14 +259,6 @@ class RealtimeConsumer(StreamsMixin, AsyncWebsocketConsumer):
 
     # --- from the hub (engine.Subscriber) -----------------------------------------------------
 
-    def access_changed(self, event: dict[str, Any]) -> None:
-        """Someone's access may have ended: re-check this connection if it is concerned."""
-        for slug in event.get("topics", ()):
-            topics.drop(slug)  # the row changed: read it again
-        session, slugs = access.concerns(event, self.user_id, self.session_key, self.streams)
-        if (session or slugs) and not self.closing:
-            self._spawn(self._recheck(session, slugs))
-
     def server_shutdown(self) -> int:
         """The server is stopping: close with 1001 so the client reconnects. Returns 1 if a
         close was sent."""
@@ -294,27 +269,6 @@ class RealtimeConsumer(StreamsMixin, AsyncWebsocketConsumer):
         return 1
 
     # --- helpers ------------------------------------------------------------------------------
-
-    async def _recheck(self, session: bool, slugs: list[str]) -> None:
-        """Close with 4401 when the session no longer authenticates the user; else leave the
-        topics it may no longer read (``unsubscribed`` with a code)."""
-        try:
-            if session:
-                user = await current_user(self.session_key, self.user_id)
-                if user is None:
-                    await self._close(protocol.CLOSE_UNAUTHORIZED, "the session ended")
-                    return
-                self.user = user
-            for slug in slugs:
-                if slug not in self.streams or self.closing:
-                    continue
-                found = await topics.access(slug, self.user)
-                if found.topic is None and slug in self.streams:
-                    self._leave(slug)
-                    await self.send(text_data=protocol.unsubscribed(slug, code=found.refusal))
-                    logger.info("access to %s ended on %s", slug, self.connection_id)
-        except Exception:
-            logger.exception("re-checking access of %s failed", self.connection_id)
 
     async def _refuse(self, exc: ProtocolError) -> None:
         logger.debug("refused frame on %s: %s", self.connection_id, exc.code)

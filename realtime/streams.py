@@ -11,9 +11,9 @@ import asyncio
 import logging
 from typing import Any
 
-from realtime import engine, wire
+from realtime import engine, protocol, wire
 from realtime.delivery import Stream, Verdict
-from realtime.topics import latest_seq, read_page
+from realtime.topics import first_retained_seq, latest_seq, read_page
 
 logger = logging.getLogger("realtime.consumer")
 
@@ -24,15 +24,31 @@ class StreamsMixin:
     streams: dict[str, Stream]
     hub: engine.Hub | None
     direct: Any
+    write: Any  # wire.write or wire.send_prepared (REALTIME["WRITE_PATH"])
     tasks: set[asyncio.Task]
     closing: bool
     max_send_buffer: int
     connection_id: str
     address: str
 
-    # Provided by the consumer: base_send (channels), _clean_up.
+    # Provided by the consumer: base_send and send (channels), _clean_up.
     base_send: Any
+    send: Any
     _clean_up: Any
+
+    async def _open(self, slug: str, stream: Stream, topic: Any, frame: Any, hub: Any) -> None:
+        """Place a new subscription (already listening), answer ``subscribed`` and send the
+        backlog or what follows ``since``."""
+        stream.topic_id = topic.pk
+        latest = await self._latest(hub, slug, topic.pk, frame.since)
+        recovered = stream.start(frame.since, latest, topic.backlog)
+        if recovered is None:
+            recovered = await first_retained_seq(topic.pk, stream.last) == stream.last + 1
+        await self.send(text_data=protocol.subscribed(slug, latest, recovered, id=frame.id))
+        await self._catch_up(slug, stream)
+        logger.info(
+            "subscribe %s topic=%s since=%s seq=%s", self.connection_id, slug, frame.since, latest
+        )
 
     async def deliver(self, slug: str, seq: int, frame: wire.Frame) -> None:
         """A live frame of ``slug``: send it if it is the next one, else catch up."""
@@ -46,7 +62,7 @@ class StreamsMixin:
             elif wire.buffered(self.direct) > self.max_send_buffer:
                 self._drop_slow_reader()
             else:
-                wire.write(self.direct, frame.wire)
+                self.write(self.direct, frame)
         elif verdict is Verdict.FETCH:
             self._spawn(self._catch_up(slug, stream))
 

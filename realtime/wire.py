@@ -88,12 +88,20 @@ def drop(protocol: Any) -> None:
 class Frame:
     """One outgoing text frame: its text for the ASGI path, its wire bytes for the fast path."""
 
-    __slots__ = ("payload", "_text", "_wire")
+    __slots__ = ("payload", "_text", "_wire", "_prepared")
 
     def __init__(self, payload: bytes, text: str | None = None):
         self.payload = payload
         self._text = text
         self._wire: bytes | None = None
+        self._prepared: Any = None
+
+    def prepared(self, factory: Any) -> Any:
+        """autobahn's ``PreparedMessage`` of this frame (framed once, for every protocol of
+        ``factory``)."""
+        if self._prepared is None:
+            self._prepared = factory.prepareMessage(self.payload)
+        return self._prepared
 
     @property
     def text(self) -> str:
@@ -124,8 +132,10 @@ def buffered(protocol: Any) -> int:
     return len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
 
-def write(protocol: Any, data: bytes) -> bool:
-    """Write a complete frame to the connection; False when it is not open."""
+def write(protocol: Any, frame: Frame) -> bool:
+    """Write a complete frame to the connection with one ``send()`` when Twisted holds
+    nothing for it (``WRITE_PATH`` "socket"); False when it is not open."""
+    data = frame.wire
     if protocol.state != STATE_OPEN:
         return False
     transport = protocol.transport
@@ -147,6 +157,19 @@ def write(protocol: Any, data: bytes) -> bool:
         data = data[sent:]
     transport.write(data)
     return True
+
+
+def send_prepared(protocol: Any, frame: Frame) -> bool:
+    """Send the frame through autobahn's public ``sendPreparedMessage`` (``WRITE_PATH``
+    "autobahn"): framed once per message too, but every write goes through Twisted's buffer
+    and a later ``send()``."""
+    if protocol.state != STATE_OPEN:
+        return False
+    protocol.sendPreparedMessage(frame.prepared(protocol.factory))
+    return True
+
+
+WRITERS = {"socket": write, "autobahn": send_prepared}
 
 
 class LazyPformat:

@@ -15,6 +15,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.helpers.rawws import client_frame, handshake, wait_closed
+
 pytestmark = pytest.mark.e2e
 
 BOTH = pytest.mark.parametrize("plain", [False, True], ids=["realtime.server", "plain-daphne"])
@@ -98,27 +100,6 @@ CYCLES, WARMUP, WORKERS = 10_000, 1_000, 8
 TOPICS = ("news", "chat", "clock")
 
 
-def handshake(port: int) -> socket.socket:
-    """A raw WebSocket handshake; the socket, upgraded."""
-    import base64
-
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET /ws/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Protocol: realtime.v1\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed during the handshake")
-        head += chunk
-    assert b" 101 " in head.split(b"\r\n", 1)[0], head
-    return sock
-
-
 def read_frames(sock: socket.socket, count: int) -> None:
     """Read until ``count`` text frames (welcome, subscribed...) have arrived."""
     data = b""
@@ -143,19 +124,7 @@ def read_frames(sock: socket.socket, count: int) -> None:
         data += chunk
 
 
-def wait_closed(sock: socket.socket) -> None:
-    """Read until the server closes the connection (a reset counts as closed)."""
-    sock.settimeout(10)
-    try:
-        while sock.recv(4096):
-            pass
-    except ConnectionResetError:
-        pass
-
-
 def one_cycle(port: int, how: str) -> None:
-    from bench.loadgen import client_frame
-
     sock = handshake(port)
     try:
         frames = [

@@ -94,3 +94,13 @@ async def test_fast_path_sends_only_subscribed_and_permitted_topics(site):
         )
         frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert (frame["topic"], frame["seq"], frame["data"]) == ("news", 2, "mine")
+
+
+async def test_autobahn_write_path_delivers_every_message_in_order(live_site):
+    site = live_site(scheduler=False, realtime={"WRITE_PATH": "autobahn"})
+    client = ResumingClient(site.ws_url, ["chat"]).start()
+    await asyncio.wait_for(client.subscribed.wait(), 10)
+    await shell(site, PUBLISH_MANY.format(topic="chat", count=30))
+    await client.wait_for("chat", 30)
+    assert client.raw["chat"] == list(range(1, 31))
+    await client.stop()

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosedError
 from realtime.embedded import EmbeddedRedis, free_port, wait_for_port
 from tests.helpers.client import ResumingClient
 from tests.helpers.processes import PYTHON, Proc, Site, manage, start_scheduler
+from tests.helpers.rawws import client_frame, handshake, wait_closed
 
 pytestmark = pytest.mark.e2e
 
@@ -37,10 +38,6 @@ def redis_server(tmp_path):
     server = EmbeddedRedis(directory=tmp_path / "redis").start()
     yield server
     server.stop()
-
-
-def make_site(tmp_path, redis_url, realtime=None, **kw) -> Site:
-    return Site(tmp_path, redis_url, REALTIME=json.dumps({**FAST, **(realtime or {})}), **kw)
 
 
 @pytest.fixture
@@ -127,10 +124,11 @@ async def test_daphne_restart_clients_resume_with_since_and_miss_nothing(site):
 
 
 async def test_scheduler_killed_mid_sweep_then_restarted_delivers_everything_once(
-    tmp_path, redis_server
+    tmp_path, redis_server, live_site
 ):
-    running = make_site(tmp_path, redis_server.url, realtime={"OUTBOX_BATCH": 3})
-    running.start(scheduler=False)
+    running = live_site(
+        redis=redis_server.url, realtime={**FAST, "OUTBOX_BATCH": 3}, scheduler=False
+    )
     try:
         subscribers = await clients(running, 2)
         redis_server.stop()
@@ -168,9 +166,10 @@ def _wait_outbox_empty(site: Site, timeout: float = 30) -> None:
         assert time.monotonic() < deadline, "the outbox never emptied"
 
 
-async def test_two_schedulers_only_one_active_and_the_other_takes_over(tmp_path, redis_server):
-    running = make_site(tmp_path, redis_server.url)
-    running.start(scheduler=False)
+async def test_two_schedulers_only_one_active_and_the_other_takes_over(
+    tmp_path, redis_server, live_site
+):
+    running = live_site(redis=redis_server.url, realtime=FAST, scheduler=False)
     first = start_scheduler(running.env, tmp_path / "s1.log")
     second = start_scheduler(running.env, tmp_path / "s2.log")
     try:
@@ -231,42 +230,16 @@ async def test_real_server_closes_oversized_frame_1009(site):
 
 def raw_socket_client(port: int, topic: str | None, rcvbuf: int = 4096) -> socket.socket:
     """A socket that does the handshake (and subscribes) and then reads nothing."""
-    import base64
-
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET /ws/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert b" 101 " in head
+    sock = handshake(port, rcvbuf=rcvbuf)
     if topic:
-        from bench.loadgen import client_frame
-
         sock.sendall(client_frame(json.dumps({"type": "subscribe", "topic": topic})))
     return sock
 
 
-def read_until_closed(sock: socket.socket, timeout: float) -> int:
-    sock.settimeout(timeout)
-    total = 0
-    try:
-        while chunk := sock.recv(65536):
-            total += len(chunk)
-    except ConnectionResetError:
-        pass
-    return total
-
-
-async def test_slow_reader_is_dropped_before_its_buffer_grows(tmp_path, redis_server):
-    running = make_site(tmp_path, redis_server.url, realtime={"MAX_SEND_BUFFER": 100_000})
-    running.start(scheduler=False)
+async def test_slow_reader_is_dropped_before_its_buffer_grows(redis_server, live_site):
+    running = live_site(
+        redis=redis_server.url, realtime={**FAST, "MAX_SEND_BUFFER": 100_000}, scheduler=False
+    )
     try:
         sock = raw_socket_client(running.port, "chat")
         await asyncio.to_thread(
@@ -277,21 +250,23 @@ async def test_slow_reader_is_dropped_before_its_buffer_grows(tmp_path, redis_se
             "from realtime import publish\nfor i in range(200): publish('chat', 'x' * 20000)",
         )
         await wait_output(running.daphne, "dropping slow reader")
-        received = await asyncio.to_thread(read_until_closed, sock, 20)
+        received = await asyncio.to_thread(wait_closed, sock, 20)
         assert received < 200 * 20000  # dropped, not everything buffered for it
         sock.close()
     finally:
         running.stop()
 
 
-async def test_silent_peer_is_dropped_by_server_pings(tmp_path, redis_server):
-    running = make_site(
-        tmp_path, redis_server.url, daphne_options={"ping_interval": 1, "ping_timeout": 1}
+async def test_silent_peer_is_dropped_by_server_pings(redis_server, live_site):
+    running = live_site(
+        redis=redis_server.url,
+        realtime=FAST,
+        scheduler=False,
+        daphne_options={"ping_interval": 1, "ping_timeout": 1},
     )
-    running.start(scheduler=False)
     try:
         sock = raw_socket_client(running.port, None)  # never answers a ping
-        received = await asyncio.to_thread(read_until_closed, sock, 20)
+        received = await asyncio.to_thread(wait_closed, sock, 20)
         assert received > 0  # the welcome and pings came, then the server closed it
         sock.close()
     finally:
@@ -329,12 +304,10 @@ def postgres_via_proxy(tmp_path):
 
 
 async def test_database_outage_is_logged_survived_and_recovered(
-    tmp_path, redis_server, postgres_via_proxy
+    tmp_path, redis_server, postgres_via_proxy, live_site
 ):
     database_url, start_db, stop_db = postgres_via_proxy
-    running = make_site(tmp_path, redis_server.url)
-    running.env["DATABASE_URL"] = database_url
-    running.start()
+    running = live_site(redis=redis_server.url, realtime=FAST, DATABASE_URL=database_url)
     try:
         async with connect(url(running), subprotocols=["realtime.v1"]) as ws:
             await ws.recv()

@@ -76,6 +76,28 @@ def test_close_sends_the_exact_code_through_send_close_frame():
     assert len(sent) == 1
 
 
+def test_send_prepared_uses_autobahns_public_prepared_messages_framed_once():
+    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+
+    sent = []
+
+    class Probe(WebSocketServerProtocol):
+        def sendData(self, data, sync=False, chopsize=None):
+            sent.append(data)
+
+    factory = WebSocketServerFactory()
+    frame = wire.Frame(b'{"type":"message"}')
+    protocols = [Probe() for _ in range(3)]
+    for protocol in protocols:
+        protocol.factory, protocol.state = factory, WebSocketServerProtocol.STATE_OPEN
+        protocol._perMessageCompress = None
+        assert wire.send_prepared(protocol, frame)
+    assert sent == [frame.wire] * 3  # the same bytes as the socket path
+    assert frame.prepared(factory) is frame.prepared(factory)
+    protocols[0].state = WebSocketServerProtocol.STATE_CLOSING
+    assert not wire.send_prepared(protocols[0], frame) and len(sent) == 3
+
+
 def test_twisted_transport_attributes_the_fast_path_reads():
     from twisted.internet import abstract, tcp
 

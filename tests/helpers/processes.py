@@ -140,9 +140,8 @@ class Site:
         self.plain = plain
         self.redis_url = redis_url
         self.prefix = env.pop("REDIS_PREFIX", f"site-{uuid.uuid4().hex[:8]}")
-        self.env = env_for(
-            f"sqlite:///{tmp_path / 'site.sqlite3'}", redis_url, REDIS_PREFIX=self.prefix, **env
-        )
+        database = env.pop("DATABASE_URL", f"sqlite:///{tmp_path / 'site.sqlite3'}")
+        self.env = env_for(database, redis_url, REDIS_PREFIX=self.prefix, **env)
         self.daphne: Proc | None = None
         self.scheduler: Proc | None = None
         self.port: int | None = None
