@@ -36,6 +36,10 @@ from realtime.embedded import EmbeddedRedis, free_port, wait_for_port  # noqa: E
 PY = sys.executable
 SERVERS = ("product", "tutorial", "raw")
 TUTORIAL_RATES = [1, 2, 3, 4, 6]
+VARIANTS = {
+    "product-autobahn": {"WRITE_PATH": "autobahn"},  # autobahn's public prepared messages
+    "product-gc": {"GC_TUNING": True},  # the garbage-collector tuning on
+}
 
 
 class Bench:
@@ -88,14 +92,15 @@ class Bench:
                 BENCH,
             ),
             "raw": ([PY, "raw_server.py", "--port", "{port}"], BENCH),
-            # The same product, writing through autobahn's public prepared messages.
-            "product-autobahn": (daphne_command("127.0.0.1", "{port}"), ROOT),
         }
+        # The same product with other settings (VARIANTS), for side-by-side comparisons.
+        for name in VARIANTS:
+            specs[name] = (daphne_command("127.0.0.1", "{port}"), ROOT)
         for name, (command, cwd) in specs.items():
             port = free_port()
             env = None
-            if name == "product-autobahn":
-                realtime = {**json.loads(self.env["REALTIME"]), "WRITE_PATH": "autobahn"}
+            if name in VARIANTS:
+                realtime = {**json.loads(self.env["REALTIME"]), **VARIANTS[name]}
                 env = {**self.env, "REALTIME": json.dumps(realtime)}
             command = [c.replace("{port}", str(port)) for c in command]
             proc = self.spawn(name, command, cwd, env)
@@ -269,6 +274,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
+    parser.add_argument(
+        "--compare",
+        metavar="SERVER,...",
+        help="only the throughput phase for these servers (e.g. product,product-gc); prints, "
+        "writes nothing",
+    )
     args = parser.parse_args()
     command = "python bench/run.py" + (" --quick" if args.quick else "")
     sizes = [100, 1000] if args.quick else [100, 500, 1000, 2000]
@@ -280,6 +291,12 @@ def main() -> None:
             bench = Bench(workdir, redis.url, args.quick)
             try:
                 bench.start_servers()
+                if args.compare:
+                    for server in args.compare.split(","):
+                        for rate in (20, 40, 50, 60, 70):
+                            if not bench.scenario(server, 1000, rate, 4)["sustained"]:
+                                break
+                    return
                 # First, on fresh server processes: memory readings of later phases would be
                 # blurred by memory the processes freed and reuse.
                 print("== opening connections; memory per idle subscribed connection", flush=True)

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from realtime import engine, protocol, wire
-from realtime.delivery import Stream, Verdict
+from realtime.delivery import FETCH, SEND, Stream
 from realtime.topics import first_retained_seq, latest_seq, read_page
 
 logger = logging.getLogger("realtime.consumer")
@@ -56,14 +56,14 @@ class StreamsMixin:
         if stream is None or self.closing:
             return
         verdict = stream.offer(seq)
-        if verdict is Verdict.SEND:
+        if verdict == SEND:
             if self.direct is None:
                 await self.base_send({"type": "websocket.send", "text": frame.text})
             elif wire.buffered(self.direct) > self.max_send_buffer:
                 self._drop_slow_reader()
             else:
                 self.write(self.direct, frame)
-        elif verdict is Verdict.FETCH:
+        elif verdict == FETCH:
             self._spawn(self._catch_up(slug, stream))
 
     def advance(self, slug: str, seq: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from realtime.delivery import Stream, Verdict
+from realtime.delivery import DROP, FETCH, SEND, WAIT, Stream
 
 
 def idle(last: int = 0) -> Stream:
@@ -15,21 +15,21 @@ def idle(last: int = 0) -> Stream:
 
 def test_stream_sends_the_next_seq_and_drops_duplicates():
     stream = idle(3)
-    assert stream.offer(4) is Verdict.SEND and stream.last == 4
-    assert stream.offer(4) is Verdict.DROP
-    assert stream.offer(2) is Verdict.DROP
+    assert stream.offer(4) == SEND and stream.last == 4
+    assert stream.offer(4) == DROP
+    assert stream.offer(2) == DROP
 
 
 def test_stream_fetches_when_a_seq_is_skipped_and_waits_while_fetching():
     stream = idle(3)
-    assert stream.offer(6) is Verdict.FETCH and stream.busy and stream.target == 6
-    assert stream.offer(7) is Verdict.WAIT and stream.target == 7
+    assert stream.offer(6) == FETCH and stream.busy and stream.target == 6
+    assert stream.offer(7) == WAIT and stream.target == 7
     assert stream.owed
 
 
 def test_stream_new_subscription_is_busy_until_its_first_read():
     stream = Stream()
-    assert stream.offer(1) is Verdict.WAIT and stream.target == 1
+    assert stream.offer(1) == WAIT and stream.target == 1
 
 
 def test_stream_learn_starts_one_fetch_only():
@@ -76,9 +76,9 @@ def test_stream_never_sends_a_seq_twice_or_out_of_order(arrivals):
     sent: list[int] = []
     for seq in arrivals:
         verdict = stream.offer(seq)
-        if verdict is Verdict.SEND:
+        if verdict == SEND:
             sent.append(seq)
-        elif verdict is Verdict.FETCH or stream.busy:
+        elif verdict == FETCH or stream.busy:
             # The fetch reads last+1 .. target from the database, then goes idle.
             sent.extend(s for s in range(stream.last + 1, stream.target + 1) if stream.sent(s))
             stream.busy = False
