@@ -225,7 +225,7 @@ class Bench:
 
     def memory(self, server: str, clients: int) -> dict:
         """Open ``clients`` idle subscribed connections; time it and measure server memory."""
-        mode = "product" if server == "product" else server
+        mode = "product" if server.startswith("product") else server
         before = self.rss(server)
         topic = self.new_topic() if mode == "product" else None
         gen, ready = self.loadgen(clients, 1, self.urls([server]), topic, "--hold")
@@ -300,7 +300,7 @@ def main() -> None:
                 # First, on fresh server processes: memory readings of later phases would be
                 # blurred by memory the processes freed and reuse.
                 print("== opening connections; memory per idle subscribed connection", flush=True)
-                for server in SERVERS:
+                for server in (*SERVERS, "product-gc"):  # GC tuning on and off, side by side
                     results["memory"].append(bench.memory(server, 5000))
                 print("== latency at 20 messages/s, by number of subscribers", flush=True)
                 for n in sizes:
