@@ -26,7 +26,7 @@ from realtime.models import Message, Source, Topic
 from realtime.origins import handshake_refusal
 from realtime.outbox import publish
 from realtime.protocol import ProtocolError
-from realtime.ratelimit import TokenBucket
+from realtime.ratelimit import ConnectionLimits
 from realtime.streams import StreamsMixin
 from realtime.topics import latest_seq
 
@@ -107,24 +107,16 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
         if self.user is not None and self.user.is_authenticated:
             self.user_id = self.user.pk
             self.session_key = self.scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
-        self.max_send_buffer = conf.MAX_SEND_BUFFER
-        self.max_frame_bytes = conf.MAX_FRAME_BYTES
-        self.publish_bucket = TokenBucket(conf.PUBLISH_RATE_PER_S, conf.PUBLISH_BURST)
-        self.frame_bucket = TokenBucket(conf.FRAME_RATE_PER_S, conf.FRAME_BURST)
-        # Refused frames: ABUSE_BUDGET at once, one more a second; then 1008.
-        self.abuse_bucket = TokenBucket(1.0, max(1, conf.ABUSE_BUDGET))
+        self.limits = ConnectionLimits(conf)
+        self.max_send_buffer = self.limits.send_buffer
         self.hub.start()
         self.protocol = wire.daphne_protocol(self.scope.get(wire.SCOPE_KEY))
         self.direct = self.protocol if conf.DIRECT_WRITE else None
         self.write = wire.WRITERS[conf.WRITE_PATH]
         subprotocols = self.scope.get("subprotocols") or []
         await self.accept(subprotocol=protocol.PROTOCOL if subprotocols else None)
-        limits = {
-            "max_frame_bytes": self.max_frame_bytes,
-            "max_subscriptions": conf.MAX_SUBSCRIPTIONS,
-            "publish_rate_per_s": conf.PUBLISH_RATE_PER_S,
-        }
-        await self.send(text_data=protocol.welcome(self.connection_id, self.username, limits))
+        welcome = protocol.welcome(self.connection_id, self.username, self.limits.advertised())
+        await self.send(text_data=welcome)
         logger.info("connect %s user=%s addr=%s", self.connection_id, self.username, self.address)
 
     @property
@@ -153,27 +145,19 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
         if self.closing:
             return
         if text_data is None:
-            if bytes_data is not None and len(bytes_data) > self.max_frame_bytes:
+            if bytes_data is not None and len(bytes_data) > self.limits.frame_bytes:
                 await self._close(protocol.CLOSE_TOO_BIG, "binary frame over the limit")
                 return
             await self._refuse(
                 ProtocolError(protocol.BINARY_UNSUPPORTED, "Send JSON text, not binary frames.")
             )
             return
-        # A str has at most 4 bytes per character: only encode when it could be too big.
-        if len(text_data) * 4 > self.max_frame_bytes and (
-            len(text_data.encode("utf-8", "surrogatepass")) > self.max_frame_bytes
-        ):
+        if self.limits.too_big(text_data):
             await self._close(protocol.CLOSE_TOO_BIG, "frame over the limit")
             return
         logger.debug("frame in %s: %.200s", self.connection_id, text_data)
         try:
-            if not self.frame_bucket.take():
-                raise ProtocolError(
-                    protocol.RATE_LIMITED,
-                    f"A connection may send {self.frame_bucket.rate:g} frames a second.",
-                    id=protocol.frame_id(text_data),
-                )
+            self.limits.check_frame(text_data)
             frame = protocol.parse(text_data)
             await getattr(self, f"on_{frame.type}")(frame)
         except ProtocolError as exc:
@@ -193,14 +177,8 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
 
     async def on_subscribe(self, frame: protocol.ClientFrame) -> None:
         slug = str(frame.topic)
-        limit = realtime_settings.MAX_SUBSCRIPTIONS
-        if slug not in self.streams and len(self.streams) >= limit:
-            raise ProtocolError(
-                protocol.TOO_MANY_SUBSCRIPTIONS,
-                f"A connection may hold {limit} subscriptions; unsubscribe first.",
-                id=frame.id,
-                topic=slug,
-            )
+        if slug not in self.streams:
+            self.limits.check_subscriptions(len(self.streams), frame)
         stream = self.streams.get(slug)
         resubscribe = stream is not None
         hub = self.hub or engine.hub()
@@ -235,13 +213,7 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
 
     async def on_publish(self, frame: protocol.ClientFrame) -> None:
         slug = str(frame.topic)
-        if not self.publish_bucket.take():
-            raise ProtocolError(
-                protocol.RATE_LIMITED,
-                f"Publishing is limited to {self.publish_bucket.rate:g} messages a second.",
-                id=frame.id,
-                topic=slug,
-            )
+        self.limits.check_publish(frame)
         found = await topics.access(slug, self.user)
         if found.topic is None:
             raise not_found(slug, frame)
@@ -273,7 +245,7 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
     async def _refuse(self, exc: ProtocolError) -> None:
         logger.debug("refused frame on %s: %s", self.connection_id, exc.code)
         await self.send(text_data=exc.frame())
-        if exc.code != protocol.NOT_FOUND and not self.abuse_bucket.take():
+        if exc.code != protocol.NOT_FOUND and not self.limits.abuse.take():
             await self._close(protocol.CLOSE_POLICY_VIOLATION, "kept breaking the protocol")
 
     async def _close(self, code: int, reason: str) -> None:

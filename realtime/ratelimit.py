@@ -1,9 +1,14 @@
-"""A token bucket: ``rate`` tokens a second, up to ``burst`` saved."""
+"""Rate limits: a token bucket (``rate`` tokens a second, up to ``burst`` saved), and the
+limits of one WebSocket connection."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
+
+from realtime import protocol
+from realtime.protocol import ProtocolError
 
 
 class TokenBucket:
@@ -29,3 +34,51 @@ class TokenBucket:
             self.tokens -= 1
             return True
         return False
+
+
+class ConnectionLimits:
+    """One connection's limits, read from ``REALTIME`` once at connect; the ``check_*``
+    methods raise the ``ProtocolError`` the client is told."""
+
+    def __init__(self, conf: Any):
+        self.frame_bytes = conf.MAX_FRAME_BYTES
+        self.send_buffer = conf.MAX_SEND_BUFFER
+        self.subscriptions = conf.MAX_SUBSCRIPTIONS
+        self.publish_rate = conf.PUBLISH_RATE_PER_S
+        self.publishes = TokenBucket(conf.PUBLISH_RATE_PER_S, conf.PUBLISH_BURST)
+        self.frames = TokenBucket(conf.FRAME_RATE_PER_S, conf.FRAME_BURST)
+        # Refused frames: ABUSE_BUDGET at once, one more a second; then 1008.
+        self.abuse = TokenBucket(1.0, max(1, conf.ABUSE_BUDGET))
+
+    def advertised(self) -> dict[str, Any]:
+        """The ``limits`` of the ``welcome`` frame."""
+        return {
+            "max_frame_bytes": self.frame_bytes,
+            "max_subscriptions": self.subscriptions,
+            "publish_rate_per_s": self.publish_rate,
+        }
+
+    def too_big(self, text: str) -> bool:
+        """Whether a text frame is over ``frame_bytes`` in UTF-8 (a str has at most 4 bytes a
+        character: only encode when it could be too big)."""
+        limit = self.frame_bytes
+        return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
+
+    def check_frame(self, text: str) -> None:
+        """Spend a frame token for ``text`` (read for its ``id`` only when refused)."""
+        if not self.frames.take():
+            message = f"A connection may send {self.frames.rate:g} frames a second."
+            raise ProtocolError(protocol.RATE_LIMITED, message, id=protocol.frame_id(text))
+
+    def check_publish(self, frame: protocol.ClientFrame) -> None:
+        if not self.publishes.take():
+            message = f"Publishing is limited to {self.publishes.rate:g} messages a second."
+            raise ProtocolError(protocol.RATE_LIMITED, message, id=frame.id, topic=frame.topic)
+
+    def check_subscriptions(self, held: int, frame: protocol.ClientFrame) -> None:
+        if held >= self.subscriptions:
+            message = (
+                f"A connection may hold {self.subscriptions} subscriptions; unsubscribe first."
+            )
+            code = protocol.TOO_MANY_SUBSCRIPTIONS
+            raise ProtocolError(code, message, id=frame.id, topic=frame.topic)

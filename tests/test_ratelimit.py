@@ -35,3 +35,41 @@ def test_bucket_refills_at_rate_up_to_burst():
 def test_bucket_refuses_bad_parameters_naming_them(rate, burst):
     with pytest.raises(ValueError, match=repr(rate)):
         TokenBucket(rate, burst)
+
+
+class Conf:
+    MAX_FRAME_BYTES = 100
+    MAX_SEND_BUFFER = 1000
+    MAX_SUBSCRIPTIONS = 2
+    PUBLISH_RATE_PER_S = 1
+    PUBLISH_BURST = 1
+    FRAME_RATE_PER_S = 1
+    FRAME_BURST = 2
+    ABUSE_BUDGET = 0
+
+
+def test_connection_limits_refuse_with_the_documented_codes():
+    from realtime.protocol import ClientFrame, ProtocolError
+    from realtime.ratelimit import ConnectionLimits
+
+    limits = ConnectionLimits(Conf())
+    assert limits.advertised() == {
+        "max_frame_bytes": 100,
+        "max_subscriptions": 2,
+        "publish_rate_per_s": 1,
+    }
+    assert not limits.too_big("x" * 25) and limits.too_big("é" * 51) and limits.too_big("x" * 101)
+    limits.check_frame("{}")
+    limits.check_frame("{}")
+    with pytest.raises(ProtocolError) as refused:
+        limits.check_frame('{"type": "ping", "id": 7}')
+    assert (refused.value.code, refused.value.id) == ("rate_limited", 7)
+    frame = ClientFrame("publish", id=1, topic="chat")
+    limits.check_publish(frame)
+    with pytest.raises(ProtocolError, match="1 messages a second"):
+        limits.check_publish(frame)
+    limits.check_subscriptions(1, frame)
+    with pytest.raises(ProtocolError) as refused:
+        limits.check_subscriptions(2, frame)
+    assert refused.value.code == "too_many_subscriptions" and refused.value.topic == "chat"
+    assert limits.abuse.take() and not limits.abuse.take()  # a budget of 0 still allows one
