@@ -12,8 +12,14 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from realtime.conf import realtime_settings, refuse_insecure_secret_key  # noqa: E402
+from realtime.ops import OpsEndpoints  # noqa: E402
 from realtime.routing import IgnoreRootPathHeader, websocket_application  # noqa: E402
-from realtime.server import install_shutdown_close, limit_http_request_time, tune_gc  # noqa: E402
+from realtime.server import (  # noqa: E402
+    install_shutdown_close,
+    limit_http_request_time,
+    quiet_probe_access_log,
+    tune_gc,
+)
 
 # Refuse to serve with DEBUG off and the development key. Test runs (pytest-django turns
 # DEBUG off) may import the application in-process; they serve nothing.
@@ -23,7 +29,8 @@ if "pytest" not in sys.modules:
 application = IgnoreRootPathHeader(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            # /healthz, /readyz, /metrics before Django (no ALLOWED_HOSTS, no middleware).
+            "http": OpsEndpoints(django_asgi_app),
             "websocket": websocket_application(),
         }
     )
@@ -31,3 +38,4 @@ application = IgnoreRootPathHeader(
 tune_gc()
 install_shutdown_close()  # under daphne: close sockets with 1001 when the server stops
 limit_http_request_time(realtime_settings.HTTP_REQUEST_TIMEOUT)
+quiet_probe_access_log()  # with ACCESS_LOG=1: no line per probe

@@ -143,6 +143,21 @@ if HTTPS:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 
+# --- Behind a reverse proxy (deploy/nginx): see docs/DEPLOY.md ---
+# The proxy's X-Forwarded-Host names the host the visitor asked for (Django's get_host and
+# the WebSocket Origin check read it). Only behind a proxy that sets it.
+USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
+if env.bool("BEHIND_TLS_PROXY", default=False) and not HTTPS:
+    # The proxy terminates TLS and says so in X-Forwarded-Proto (HTTPS=1 implies this).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Operator endpoints (realtime/ops.py): /healthz, /readyz, /metrics ---
+# /metrics answers these client addresses or networks, or a request with
+# "Authorization: Bearer $METRICS_TOKEN". Behind a proxy the client address is the proxy's
+# unless daphne runs with --proxy-headers (PROXY_HEADERS=1 for realtime.server).
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,

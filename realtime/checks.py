@@ -138,3 +138,26 @@ def _check_channel_layer(value: dict[str, Any]) -> list[Any]:
             )
         ]
     return []
+
+
+@register(Tags.security)
+def check_metrics_access(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``METRICS_ALLOWED_IPS`` entries must be addresses or networks (realtime/ops.py)."""
+    import ipaddress
+
+    entries = getattr(settings, "METRICS_ALLOWED_IPS", [])
+    if isinstance(entries, str) or not isinstance(entries, (list, tuple)):
+        entries = [entries]
+    errors: list[Any] = []
+    for entry in entries:
+        try:
+            ipaddress.ip_network(str(entry), strict=False)
+        except ValueError:
+            errors.append(
+                Error(
+                    f"METRICS_ALLOWED_IPS entry {entry!r} is not an IP address or network.",
+                    hint="Use addresses or networks such as 127.0.0.1, ::1 or 10.0.0.0/8.",
+                    id="realtime.E005",
+                )
+            )
+    return errors

@@ -18,12 +18,12 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import access, engine, protocol, topics, wire
+from realtime import access, engine, metrics, protocol, topics, wire
 from realtime.conf import realtime_settings
 from realtime.delivery import Stream
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Message, Source, Topic
-from realtime.origins import handshake_refusal
+from realtime.origins import Refusal, handshake_refusal
 from realtime.outbox import publish
 from realtime.protocol import ProtocolError
 from realtime.ratelimit import ConnectionLimits
@@ -97,8 +97,12 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
         if refusal is None and not self.hub.connected(
             self, str(client[0]), conf.MAX_CONNECTIONS_PER_ADDRESS
         ):
-            refusal = f"already {conf.MAX_CONNECTIONS_PER_ADDRESS} connection(s) from its address"
+            refusal = Refusal(
+                "address_limit",
+                f"already {conf.MAX_CONNECTIONS_PER_ADDRESS} connection(s) from its address",
+            )
         if refusal is not None:
+            metrics.REFUSED.labels(refusal.reason).inc()
             logger.info("refused %s: %s", self.address, refusal)
             await self.close()
             return
@@ -164,6 +168,7 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
             await self._refuse(exc)
         except Exception:
             logger.exception("server error on %s serving %.200r", self.connection_id, text_data)
+            metrics.ERROR_FRAMES.labels(protocol.SERVER_ERROR).inc()
             await self.send(
                 text_data=protocol.error(
                     protocol.SERVER_ERROR,
@@ -244,6 +249,7 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
 
     async def _refuse(self, exc: ProtocolError) -> None:
         logger.debug("refused frame on %s: %s", self.connection_id, exc.code)
+        metrics.ERROR_FRAMES.labels(exc.code).inc()
         await self.send(text_data=exc.frame())
         if exc.code != protocol.NOT_FOUND and not self.limits.abuse.take():
             await self._close(protocol.CLOSE_POLICY_VIOLATION, "kept breaking the protocol")
@@ -257,6 +263,7 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
         logger.info(
             "closing %s addr=%s code=%s: %s", self.connection_id, self.address, code, reason
         )
+        metrics.CLOSES.labels(str(code)).inc()
         if self.protocol is not None:
             wire.close(self.protocol, code, reason)
         else:

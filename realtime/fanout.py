@@ -26,7 +26,7 @@ import redis
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from realtime import keys, payload, protocol
+from realtime import keys, metrics, payload, protocol
 from realtime.conf import realtime_settings
 
 logger = logging.getLogger("realtime.fanout")
@@ -134,19 +134,28 @@ def breaker() -> Breaker:
 # --- topic messages ----------------------------------------------------------------------------
 
 
-def publish_events(events: Iterable[tuple[str, int, str]], timeout: float = 2.0) -> None:
-    """PUBLISH each (slug, seq, frame) in one pipeline round trip. Raises on Redis errors."""
+def publish_events(
+    events: Iterable[tuple[str, int, str, float | None]], timeout: float = 2.0
+) -> None:
+    """PUBLISH each (slug, seq, frame, commit time) in one pipeline round trip. Raises on
+    Redis errors."""
     _, prefix = keys.redis_config()
     pipe = client(timeout).pipeline(transaction=False)
-    for slug, seq, text in events:
-        pipe.publish(keys.topic_channel(prefix, slug), keys.encode_event(seq, text))
+    for slug, seq, text, committed in events:
+        pipe.publish(keys.topic_channel(prefix, slug), keys.encode_event(seq, text, committed))
     pipe.execute()
 
 
-def send_now(messages: Iterable[Any], timeout: float = 2.0) -> list[int]:
-    """Publish the messages (one pipeline); return their ids. Raises when Redis fails."""
+def send_now(
+    messages: Iterable[Any], timeout: float = 2.0, committed: float | None = None
+) -> list[int]:
+    """Publish the messages (one pipeline); return their ids. Raises when Redis fails.
+    ``committed``: when their transaction committed (default: each one's ``created_at``)."""
     batch = list(messages)
-    publish_events(((m.topic.slug, m.seq, frame(m)) for m in batch), timeout)
+    publish_events(
+        ((m.topic.slug, m.seq, frame(m), committed or m.created_at.timestamp()) for m in batch),
+        timeout,
+    )
     return [m.pk for m in batch]
 
 
@@ -168,17 +177,22 @@ def fan_out_after_commit(messages: list[Any]) -> None:
     """The after-commit hook of ``publish()``: send now, or leave it to the outbox sweep.
     Holds the caller for at most about ``FANOUT_TIMEOUT`` (the breaker skips Redis while it
     is failing)."""
+    committed = time.time()
+    for message in messages:
+        metrics.PUBLISHED.labels(message.source).inc()
     gate = breaker()
     if not gate.allow():
         counters.skipped += 1
+        metrics.FANOUT_FAILURES.labels("breaker_open").inc(len(messages))
         logger.debug("Redis is failing: %d message(s) left to the outbox sweep", len(messages))
         return
     try:
-        ids = send_now(messages, timeout=realtime_settings.FANOUT_TIMEOUT)
+        ids = send_now(messages, timeout=realtime_settings.FANOUT_TIMEOUT, committed=committed)
     except Exception as exc:
         gate.cooldown = realtime_settings.FANOUT_COOLDOWN
         gate.failed()
         counters.failed += 1
+        metrics.FANOUT_FAILURES.labels("redis_error").inc(len(messages))
         logger.warning(
             "Fan-out of %s failed (%s: %s); the outbox sweep will send it. Skipping Redis for "
             "%.3gs.",

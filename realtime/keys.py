@@ -47,6 +47,16 @@ def scheduler_lock_key(prefix: str) -> str:
     return f"{prefix}:rt:scheduler-lock"
 
 
-def encode_event(seq: int, frame: str) -> bytes:
-    """The pub/sub payload ``b"<seq> <frame>"``, so a hub reads seq without parsing JSON."""
-    return f"{seq} {frame}".encode()
+def encode_event(seq: int, frame: str, committed: float | None = None) -> bytes:
+    """The pub/sub payload ``b"<seq>/<commit time> <frame>"`` (``b"<seq> <frame>"`` without
+    a commit time), so a hub reads seq and the commit time without parsing JSON."""
+    if committed is None:
+        return f"{seq} {frame}".encode()
+    return f"{seq}/{committed:.6f} {frame}".encode()
+
+
+def decode_event(data: bytes) -> tuple[int, float, bytes]:
+    """(seq, commit time or 0.0, frame bytes) of an ``encode_event`` payload."""
+    head, _, body = data.partition(b" ")
+    seq_text, _, stamp = head.partition(b"/")
+    return int(seq_text), float(stamp) if stamp else 0.0, body

@@ -77,12 +77,36 @@ def origin_allowed(origin: str | None, host_header: str | None = None) -> bool:
     return port == _request_port(host_header) and validate_host(host, allowed_hosts())
 
 
-def handshake_refusal(scope: dict[str, Any]) -> str | None:
-    """Why a handshake must be refused (a phrase for the log), or None to accept it."""
+class Refusal(str):
+    """Why a handshake is refused: a phrase for the log, with ``reason`` (a metrics label:
+    ``subprotocol``, ``origin``, ``no_origin``, ``address_limit``)."""
+
+    reason: str
+
+    def __new__(cls, reason: str, phrase: str) -> Refusal:
+        found = super().__new__(cls, phrase)
+        found.reason = reason
+        return found
+
+
+def handshake_refusal(scope: dict[str, Any]) -> Refusal | None:
+    """Why a handshake must be refused, or None to accept it."""
     offered = scope.get("subprotocols") or []
     if offered and protocol.PROTOCOL not in offered:
-        return f"subprotocols {offered!r} lack {protocol.PROTOCOL}"
+        return Refusal("subprotocol", f"subprotocols {offered!r} lack {protocol.PROTOCOL}")
     origin = header(scope, b"origin")
-    if not origin_allowed(origin, header(scope, b"host")):
-        return f"origin {origin!r} not allowed" if origin else "no Origin header"
+    if not origin_allowed(origin, request_host(scope)):
+        if origin:
+            return Refusal("origin", f"origin {origin!r} not allowed")
+        return Refusal("no_origin", "no Origin header")
     return None
+
+
+def request_host(scope: dict[str, Any]) -> str | None:
+    """The host the client asked for: the Host header, or X-Forwarded-Host behind a proxy
+    that sets it when ``USE_X_FORWARDED_HOST`` is on (as Django's ``get_host``)."""
+    if getattr(settings, "USE_X_FORWARDED_HOST", False):
+        forwarded = header(scope, b"x-forwarded-host")
+        if forwarded:
+            return forwarded.split(",")[-1].strip()
+    return header(scope, b"host")

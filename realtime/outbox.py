@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import F, JSONField, Value
 from django.utils import timezone
 
-from realtime import fanout, payload
+from realtime import fanout, metrics, payload
 from realtime.conf import realtime_settings
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Message, Source, Topic
@@ -123,6 +123,7 @@ async def sweep() -> int:
         return 0
     sent = await fanout.send(messages)
     await sync_to_async(fanout.mark_fanned_out)(sent)
+    metrics.SWEPT.inc(len(sent))
     logger.info("Outbox sweep sent %d message(s).", len(sent))
     return len(sent)
 

@@ -23,7 +23,7 @@ from django.db import close_old_connections
 from django.db.models import F
 from django.utils import timezone
 
-from realtime import fanout, outbox
+from realtime import fanout, metrics, outbox
 from realtime.conf import realtime_settings
 from realtime.fanout import LeaderLock
 from realtime.feeds import Feed, registry, run_feeds
@@ -110,6 +110,8 @@ class Scheduler:
             messages, failed = await _run_feeds(due)
             report.published = [m.topic.slug for m in messages]
             report.failed = [topic for topic, _ in failed]
+            for topic in report.failed:
+                metrics.FEED_FAILURES.labels(topic).inc()
         report.swept = await outbox.sweep()
         heads = await _active_heads()
         if heads:
@@ -146,14 +148,18 @@ class Scheduler:
                             "scheduler %s",
                             "active" if holding else "standby: another scheduler holds the lock",
                         )
+                metrics.SCHEDULER_LEADER.set(1 if lock is None or active else 0)
                 if lock is None or active:
                     await self.tick()
+                    metrics.TICKS.labels("ok").inc()
+                    metrics.LAST_TICK.set(time.time())
                 if failures:
                     logger.info("scheduler recovered after %d failed tick(s)", failures)
                 failures = 0
                 delay = max(0.0, self.interval - (self.clock() - started))
             except Exception as exc:
                 failures += 1
+                metrics.TICKS.labels("failed").inc()
                 if active and lock is not None:
                     active = None  # unknown until the lock is taken again
                 delay = min(MAX_BACKOFF, self.interval * 2 ** min(failures, 10))
@@ -169,4 +175,5 @@ class Scheduler:
                 await sync_to_async(lock.release, thread_sensitive=False)()
             except Exception:
                 logger.warning("could not release the scheduler lock", exc_info=True)
+        metrics.SCHEDULER_LEADER.set(0)
         logger.info("scheduler stopped")

@@ -115,6 +115,24 @@ def limit_http_request_time(seconds: float) -> None:
     factory.__init__ = __init__
 
 
+def quiet_probe_access_log() -> None:
+    """daphne's access log (``ACCESS_LOG=1``) writes a line per request: not for the probes
+    of ``realtime.ops`` (a load balancer asks every few seconds)."""
+    try:
+        from daphne.access import AccessLogGenerator
+    except ImportError:
+        return
+    original = getattr(AccessLogGenerator.__call__, "__wrapped__", AccessLogGenerator.__call__)
+
+    def __call__(self: Any, protocol: str, action: str, details: dict[str, Any]) -> None:
+        if protocol == "http" and details.get("path") in ("/healthz", "/readyz", "/metrics"):
+            return
+        original(self, protocol, action, details)
+
+    __call__.__wrapped__ = original  # type: ignore[attr-defined]
+    AccessLogGenerator.__call__ = __call__
+
+
 _shutdown_installed = False
 
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from realtime import engine, protocol, wire
+from realtime import engine, metrics, protocol, wire
 from realtime.delivery import FETCH, SEND, Stream
 from realtime.topics import first_retained_seq, latest_seq, read_page
 
@@ -50,21 +50,24 @@ class StreamsMixin:
             "subscribe %s topic=%s since=%s seq=%s", self.connection_id, slug, frame.since, latest
         )
 
-    async def deliver(self, slug: str, seq: int, frame: wire.Frame) -> None:
-        """A live frame of ``slug``: send it if it is the next one, else catch up."""
+    async def deliver(self, slug: str, seq: int, frame: wire.Frame) -> bool:
+        """A live frame of ``slug``: send it if it is the next one, else catch up. True when
+        the frame was written."""
         stream = self.streams.get(slug)
         if stream is None or self.closing:
-            return
+            return False
         verdict = stream.offer(seq)
         if verdict == SEND:
             if self.direct is None:
                 await self.base_send({"type": "websocket.send", "text": frame.text})
-            elif wire.buffered(self.direct) > self.max_send_buffer:
+                return True
+            if wire.buffered(self.direct) > self.max_send_buffer:
                 self._drop_slow_reader()
-            else:
-                self.write(self.direct, frame)
-        elif verdict == FETCH:
+                return False
+            return self.write(self.direct, frame)
+        if verdict == FETCH:
             self._spawn(self._catch_up(slug, stream))
+        return False
 
     def advance(self, slug: str, seq: int) -> None:
         """``seq`` exists in ``slug``: fetch what this connection lacks up to it."""
@@ -96,6 +99,7 @@ class StreamsMixin:
                         return
                     if stream.sent(seq):
                         await self.base_send({"type": "websocket.send", "text": text})
+                        metrics.local.replayed += 1
         except Exception:
             logger.warning("catch-up of %s on %s failed", slug, self.connection_id, exc_info=True)
             # The next frame or head announcement for the topic tries again.
@@ -105,6 +109,7 @@ class StreamsMixin:
     def _drop_slow_reader(self) -> None:
         """The client does not read: drop it before its buffer grows (it resumes with since)."""
         if not self.closing:
+            metrics.SLOW_READERS.inc()
             logger.warning(
                 "dropping slow reader %s addr=%s: over %d bytes unsent",
                 self.connection_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import uuid
 from typing import Any
 
@@ -249,3 +250,38 @@ def live_site(tmp_path, redis_url):
     yield start
     for site in started:
         site.stop()
+
+
+@pytest.fixture
+def postgres_via_proxy(tmp_path):
+    """A fresh PostgreSQL database reached through a TCP proxy we can stop and start."""
+    import psycopg
+
+    from realtime.embedded import free_port, wait_for_port
+    from tests.helpers.processes import PYTHON, Proc
+
+    base = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    name = f"realtime_outage_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(base, autocommit=True, connect_timeout=5)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    port = free_port()
+    target = base.split("@", 1)[1].split("/", 1)[0]
+    if ":" not in target:
+        target += ":5432"
+    proxy_log = tmp_path / "proxy.log"
+    argv = [PYTHON, "tests/helpers/tcpproxy.py", str(port), target]
+    state = {"proxy": None}
+
+    def start():
+        state["proxy"] = Proc(argv, dict(os.environ), proxy_log)
+        wait_for_port(port)
+
+    def stop():
+        state["proxy"].stop(signal.SIGKILL)
+
+    start()
+    prefix = base.split("@", 1)[0]
+    yield f"{prefix}@127.0.0.1:{port}/{name}", start, stop
+    stop()
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()

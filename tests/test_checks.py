@@ -100,3 +100,22 @@ def test_deploy_check_quiet_with_exact_hosts(settings):
 
     settings.ALLOWED_HOSTS = ["example.com", "www.example.com"]
     assert check_open_origins() == []
+
+
+@pytest.mark.parametrize("entries", [["127.0.0.1", "localhost"], ["10.0.0.0/33"], "not-an-ip"])
+def test_metrics_allowed_ips_must_be_addresses_or_networks(settings, entries):
+    from realtime.checks import check_metrics_access
+    from realtime.ops import address_allowed, allowed_networks
+
+    settings.METRICS_ALLOWED_IPS = entries
+    errors = check_metrics_access()
+    assert [e.id for e in errors] == ["realtime.E005"]
+    # The endpoint itself skips what it cannot read instead of failing every scrape.
+    assert address_allowed("127.0.0.1", allowed_networks()) is ("127.0.0.1" in entries)
+
+
+def test_metrics_allowed_ips_accepts_networks(settings):
+    from realtime.checks import check_metrics_access
+
+    settings.METRICS_ALLOWED_IPS = ["127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8"]
+    assert check_metrics_access() == []
