@@ -212,6 +212,7 @@ class Hub:
                         "hub %s lost Redis (%s: %s); reconnecting", self.id, type(exc).__name__, exc
                     )
                 self.ready.clear()
+                metrics.refresh()
                 await asyncio.sleep(delay)
                 delay = min(RECONNECT_MAX, delay * 2)
             finally:
@@ -232,6 +233,7 @@ class Hub:
             self._access_message(b'{"all": true}')
         if not first:
             metrics.RESYNCS.inc()
+        metrics.refresh()
         self._presence_dirty = True
         await self.resync()
 

@@ -38,18 +38,30 @@ def daphne_command(
     ping_interval: int = PING_INTERVAL,
     ping_timeout: int = PING_TIMEOUT,
     application: str = "project.asgi:application",
+    fd: int | None = None,
+    proxy_headers: bool | None = None,
 ) -> list[str]:
     """The daphne command line. The access log (a line per connection, costly under many
-    connections) is on when ``access_log`` is True, or when ACCESS_LOG=1 if it is None."""
+    connections) is on when ``access_log`` is True, or when ACCESS_LOG=1 if it is None.
+    With ``fd``, daphne serves that inherited listening socket instead of binding one.
+    ``proxy_headers`` (PROXY_HEADERS=1 if None): the client address and scheme come from the
+    proxy's X-Forwarded-For and X-Forwarded-Proto (only behind a proxy that sets them)."""
     if access_log is None:
         access_log = os.environ.get("ACCESS_LOG", "0") == "1"
+    if proxy_headers is None:
+        proxy_headers = os.environ.get("PROXY_HEADERS", "0") == "1"
     interface = str(host).replace(":", "\\:")  # IPv6 colons are escaped in endpoints
+    if fd is not None:
+        endpoint = f"fd:fileno={fd}"
+    else:
+        endpoint = f"tcp:port={port}:interface={interface}:backlog={LISTEN_BACKLOG}"
     return [
         sys.executable,
         "-m",
         "daphne",
         "-e",
-        f"tcp:port={port}:interface={interface}:backlog={LISTEN_BACKLOG}",
+        endpoint,
+        *(["--proxy-headers"] if proxy_headers else []),
         "-v",
         "1" if access_log else "0",
         # One frame limit for the whole stack: autobahn closes a larger frame with 1009
@@ -162,18 +174,41 @@ def install_shutdown_close() -> None:
     reactor.addSystemEventTrigger("before", "shutdown", close_all)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m realtime.server --port 8001``: run one daphne process with these flags."""
+def main(argv: list[str] | None = None) -> int:
+    """``python -m realtime.server --port 8000 --workers 4``: daphne with these flags, in N
+    worker processes sharing one port (default: one per CPU), supervised."""
     import argparse
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WORKERS", "0")) or os.cpu_count() or 1,
+        help="daphne processes serving the port (default: WORKERS, else the number of CPUs)",
+    )
     args = parser.parse_args(argv)
-    command = daphne_command(args.host, args.port)
-    os.execv(command[0], command)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, not {args.workers}")
+    if ":" in args.host:
+        parser.error("--host must be an IPv4 address (daphne adopts IPv4 sockets only)")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be 0-65535, not {args.port}")
+    import django
+
+    django.setup()
+    from realtime import supervisor
+
+    return supervisor.run(
+        args.host,
+        args.port,
+        args.workers,
+        lambda fd: daphne_command(args.host, args.port, fd=fd),
+        LISTEN_BACKLOG,
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -68,13 +68,15 @@ class Listener:
 
     async def next(self, timeout: float = TIMEOUT) -> tuple[str, int, dict[str, Any]]:
         """The next (slug, seq, frame) published."""
+        from realtime import keys
+
         async with asyncio.timeout(timeout):
             while True:
                 msg = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                 if msg and msg["type"] == "pmessage":
                     slug = msg["channel"].decode()[len(self.channel_prefix) :]
-                    seq, _, frame = msg["data"].decode().partition(" ")
-                    return slug, int(seq), json.loads(frame)
+                    seq, _, frame = keys.decode_event(msg["data"])
+                    return slug, seq, json.loads(frame)
 
     async def close(self) -> None:
         await self.pubsub.aclose()
@@ -219,7 +221,7 @@ def fresh_topic_cache():
 @pytest.fixture
 def live_site(tmp_path, redis_url):
     """Start real sites (daphne + optionally runscheduler, fresh SQLite database, own Redis
-    prefix): ``live_site(scheduler=False, plain=True, realtime={...}, redis_url=...)``.
+    prefix): ``live_site(scheduler=False, plain=True, workers=2, realtime={...}, redis=...)``.
     Every site started is stopped by pid at teardown."""
     from tests.helpers.processes import Site
 
@@ -229,6 +231,7 @@ def live_site(tmp_path, redis_url):
         *,
         scheduler: bool = True,
         plain: bool = False,
+        workers: int | None = None,
         realtime: dict[str, Any] | None = None,
         redis: str | None = None,
         daphne_options: dict[str, Any] | None = None,
@@ -241,6 +244,7 @@ def live_site(tmp_path, redis_url):
             redis or redis_url,
             daphne_options,
             plain=plain,
+            workers=workers,
             **env,
         )
         site.tmp_path.mkdir(parents=True, exist_ok=True)

@@ -95,12 +95,22 @@ class Proc:
 
 
 def start_daphne(
-    env: dict[str, str], log: Path, port: int | None = None, *, plain: bool = False, **options: Any
+    env: dict[str, str],
+    log: Path,
+    port: int | None = None,
+    *,
+    plain: bool = False,
+    workers: int | None = None,
+    **options: Any,
 ) -> tuple[Proc, int]:
     """daphne on a free port: as the project runs it (realtime.server.daphne_command), or
-    ``plain``: ``daphne project.asgi:application`` with daphne's own defaults."""
+    ``plain``: ``daphne project.asgi:application`` with daphne's own defaults, or ``workers``:
+    ``python -m realtime.server --workers N`` (a supervisor and N daphne processes)."""
     port = port or free_port()
-    if plain:
+    if workers:
+        command = [PYTHON, "-m", "realtime.server", "--port", str(port), "--workers", str(workers)]
+        env = {"PROMETHEUS_MULTIPROC_DIR": str(log.parent / "prometheus"), **env, "ACCESS_LOG": "1"}
+    elif plain:
         command = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
         command.append("project.asgi:application")
     else:
@@ -131,10 +141,12 @@ class Site:
         daphne_options: dict | None = None,
         *,
         plain: bool = False,
+        workers: int | None = None,
         **env: str,
     ):
         import uuid
 
+        self.workers = workers
         self.tmp_path = tmp_path
         self.daphne_options = daphne_options or {}
         self.plain = plain
@@ -162,6 +174,7 @@ class Site:
             self.tmp_path / f"daphne-{self.starts}.log",
             self.port,
             plain=self.plain,
+            workers=self.workers,
             **self.daphne_options,
         )
 
