@@ -13,6 +13,7 @@ import logging
 import uuid
 from typing import Any
 
+from autobahn.exception import Disconnected
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -246,6 +247,18 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
         return 1
 
     # --- helpers ------------------------------------------------------------------------------
+
+    async def send(self, text_data: str | None = None, bytes_data: Any = None, close: Any = False):
+        """channels' send, except that a client gone while it was answered (autobahn raises
+        ``Disconnected``: the socket closed between the frame's arrival and the answer) ends
+        the connection quietly instead of with a traceback and a second failing send."""
+        if self.closing and not close:
+            return
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except Disconnected:
+            logger.debug("%s closed before an answer could be sent", self.connection_id)
+            self._clean_up()
 
     async def _refuse(self, exc: ProtocolError) -> None:
         logger.debug("refused frame on %s: %s", self.connection_id, exc.code)

@@ -174,6 +174,17 @@ def install_shutdown_close() -> None:
     reactor.addSystemEventTrigger("before", "shutdown", close_all)
 
 
+def _int_env(name: str) -> int:
+    """An integer environment variable; 0 when unset or empty."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        sys.exit(f"{name} must be an integer, not {value!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m realtime.server --port 8000 --workers 4``: daphne with these flags, in N
     worker processes sharing one port (default: one per CPU), supervised."""
@@ -182,11 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--port", type=int, default=_int_env("PORT") or 8000)
     parser.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("WORKERS", "0")) or os.cpu_count() or 1,
+        default=_int_env("WORKERS") or os.cpu_count() or 1,
         help="daphne processes serving the port (default: WORKERS, else the number of CPUs)",
     )
     args = parser.parse_args(argv)

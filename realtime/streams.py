@@ -31,8 +31,7 @@ class StreamsMixin:
     connection_id: str
     address: str
 
-    # Provided by the consumer: base_send and send (channels), _clean_up.
-    base_send: Any
+    # Provided by the consumer: send (a closed connection's sends are dropped), _clean_up.
     send: Any
     _clean_up: Any
 
@@ -59,8 +58,8 @@ class StreamsMixin:
         verdict = stream.offer(seq)
         if verdict == SEND:
             if self.direct is None:
-                await self.base_send({"type": "websocket.send", "text": frame.text})
-                return True
+                await self.send(text_data=frame.text)
+                return not self.closing
             if wire.buffered(self.direct) > self.max_send_buffer:
                 self._drop_slow_reader()
                 return False
@@ -98,7 +97,7 @@ class StreamsMixin:
                         self._drop_slow_reader()
                         return
                     if stream.sent(seq):
-                        await self.base_send({"type": "websocket.send", "text": text})
+                        await self.send(text_data=text)
                         metrics.local.replayed += 1
         except Exception:
             logger.warning("catch-up of %s on %s failed", slug, self.connection_id, exc_info=True)

@@ -1,5 +1,6 @@
 """Run the whole site locally: embedded Redis (unless REDIS_URL is set), migrate, demo data,
-an admin account, daphne and the scheduler. Ctrl-C stops everything this started."""
+an admin account, ``python -m realtime.server`` (one daphne worker per CPU on one port) and
+the scheduler. Ctrl-C stops everything this started."""
 
 from __future__ import annotations
 
@@ -54,10 +55,10 @@ def main() -> int:
         django.setup()
         host = os.environ.get("HOST", "127.0.0.1")
         port = int(os.environ.get("PORT", "8000"))
-        from realtime.server import daphne_command
-
-        daphne = daphne_command(host, port)
-        children.append(subprocess.Popen(daphne))
+        # The web workers and the scheduler share one metrics directory: /metrics sums them.
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(var / f"prometheus-{port}"))
+        server = [py, "-m", "realtime.server", "--host", host, "--port", str(port)]
+        children.append(subprocess.Popen(server))  # WORKERS (default: one per CPU)
         children.append(subprocess.Popen([py, "manage.py", "runscheduler"]))
         wait_for_port(port, timeout=30, host=host)
         url = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}/"

@@ -20,8 +20,6 @@ from realtime.embedded import EmbeddedRedis
 from realtime.ops import address_allowed, allowed_networks
 from tests.helpers.client import ResumingClient
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     request = urllib.request.Request(url, headers=headers or {})

@@ -21,8 +21,6 @@ from tests.helpers.client import ResumingClient
 from tests.helpers.processes import ROOT
 from tests.test_ops import sample
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
 
 def get(url: str) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=10) as response:
