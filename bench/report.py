@@ -152,8 +152,75 @@ def write_report(results: dict, out: Path) -> None:
         f"publishing {s['published']} messages.",
         "",
     ]
+    lines += workers_section(results.get("workers"))
+    lines += harnesses_section(results.get("harnesses"))
     lines += targets(results)
     out.write_text("\n".join(lines) + "\n")
+
+
+def workers_section(found: dict | None) -> list[str]:
+    if not found:
+        return []
+    lines = [
+        "## Workers: `python -m realtime.server --workers N` on one port",
+        "",
+        f"Run {found['date']} (`python bench/run.py --phase workers`) on {found['cpus']} CPUs,"
+        " with the load generator, the publisher and Redis on the same CPUs. Max sustained ="
+        " the highest rate (1,000 subscribers of one topic, 4 s per rate) still sustained.",
+        "",
+        "| workers | max sustained deliveries/s | per worker | at msgs/s | p50 ms | p99 ms | "
+        "5,000 connections opened in s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in found["rows"]:
+        lines.append(
+            f"| {r['workers']} | {fmt(r['max_sustained_per_s'], 0)} | "
+            f"{fmt(r['per_worker_per_s'], 0)} | {r['rate'] or '-'} | "
+            f"{fmt(r['p50_ms'] if r['p50_ms'] is not None else float('nan'))} | "
+            f"{fmt(r['p99_ms'] if r['p99_ms'] is not None else float('nan'))} | "
+            f"{fmt(r['open_5000_seconds'], 2)} |"
+        )
+    return [*lines, ""]
+
+
+def harnesses_section(found: dict | None) -> list[str]:
+    if not found:
+        return []
+    lines = [
+        "## Two load generators: bench/loadgen.py (Python, raw asyncio) and bench/node (ws)",
+        "",
+        f"Run {found['date']} (`python bench/run.py --phase harnesses`) on {found['cpus']}"
+        " CPUs: the same servers, topics and publisher, 1,000 clients, 5 s per rate.",
+        "",
+        "| load generator | server | msgs/s | offered/s | delivered/s | p50 ms | p99 ms | lost |"
+        " product ÷ raw (delivered, p50) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    rows = found["rows"]
+    for r in rows:
+        ratio = ""
+        if r["server"] == "product":
+            raw = next(
+                (
+                    x
+                    for x in rows
+                    if x["server"] == "raw"
+                    and x["loadgen"] == r["loadgen"]
+                    and x["rate"] == r["rate"]
+                ),
+                None,
+            )
+            if raw and raw["delivered_per_s"]:
+                ratio = (
+                    f"{r['delivered_per_s'] / raw['delivered_per_s']:.2f}×, "
+                    f"{r['p50_ms'] / raw['p50_ms']:.2f}×"
+                )
+        lines.append(
+            f"| {r['loadgen']} | {r['server']} | {r['rate']:g} | {fmt(r['offered_per_s'], 0)} |"
+            f" {fmt(r['delivered_per_s'], 0)} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} |"
+            f" {r['lost']} | {ratio} |"
+        )
+    return [*lines, ""]
 
 
 def targets(results: dict) -> list[str]:

@@ -42,10 +42,22 @@ VARIANTS = {
 }
 
 
+NODE_LOADGEN = BENCH / "node" / "loadgen.mjs"
+
+
+def ensure_node_loadgen() -> None:
+    """Install the Node load generator's one dependency (ws, pinned in its package.json)."""
+    if not (BENCH / "node" / "node_modules" / "ws").exists():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=BENCH / "node", check=True
+        )
+
+
 class Bench:
-    def __init__(self, workdir: Path, redis_url: str, quick: bool):
+    def __init__(self, workdir: Path, redis_url: str, quick: bool, loadgen: str = "python"):
         self.workdir = workdir
         self.quick = quick
+        self.loadgen_kind = loadgen
         self.env = dict(
             os.environ,
             DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}",
@@ -107,6 +119,25 @@ class Bench:
             wait_for_port(port, timeout=60)
             self.ports[name], self.pids[name] = port, proc.pid
 
+    def start_workers(self, name: str, workers: int) -> None:
+        """``python -m realtime.server --workers N`` on a free port, as ``name``."""
+        port = free_port()
+        command = [PY, "-m", "realtime.server", "--port", str(port), "--workers", str(workers)]
+        env = {**self.env, "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"prometheus-{name}")}
+        proc = self.spawn(name, command, ROOT, env)
+        wait_for_port(port, timeout=60)
+        deadline = time.monotonic() + 60
+        while len(psutil.Process(proc.pid).children()) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: {workers} workers did not start")
+            time.sleep(0.1)
+        self.ports[name], self.pids[name] = port, proc.pid
+
+    def stop_one(self, name: str) -> None:
+        proc = next(p for p in self.procs if p.pid == self.pids[name])
+        proc.terminate()
+        proc.wait(30)
+
     def stop(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -138,7 +169,12 @@ class Bench:
         self, clients: int, count: int, urls: list[str], topic: str | None, *extra: str
     ) -> tuple[subprocess.Popen, dict]:
         """Start the load generator; return it once its clients are ready, with its report."""
-        args = [PY, str(BENCH / "loadgen.py"), "--clients", str(clients), "--count", str(count)]
+        program = (
+            ["node", str(NODE_LOADGEN)]
+            if self.loadgen_kind == "node"
+            else [PY, str(BENCH / "loadgen.py")]
+        )
+        args = [*program, "--clients", str(clients), "--count", str(count)]
         for url in urls:
             args += ["--url", url]
         if topic is not None:
@@ -270,9 +306,75 @@ def scheduler_bench(env: dict) -> dict:
     return result
 
 
+def max_sustained(bench: Bench, server: str, rates: list[int]) -> dict:
+    """Raise the rate until the server no longer sustains it; the last sustained run."""
+    best: dict = {}
+    for rate in rates:
+        r = bench.scenario(server, 1000, rate, 4)
+        if not r["sustained"]:
+            break
+        best = r
+    return best
+
+
+def workers_phase(bench: Bench) -> list[dict]:
+    """1, 2 and 4 workers on one port: max sustained deliveries/s with 1,000 subscribers and
+    the time to open 5,000 connections."""
+    rows = []
+    for workers in (1, 2, 4):
+        name = f"product-{workers}w"
+        bench.start_workers(name, workers)
+        try:
+            opened = bench.memory(name, 5000)["open_seconds"]
+            best = max_sustained(bench, name, [20, 40, 50, 60, 70, 80, 100, 120])
+        finally:
+            bench.stop_one(name)
+        delivered = best.get("delivered_per_s", 0.0)
+        rows.append(
+            {
+                "workers": workers,
+                "max_sustained_per_s": delivered,
+                "per_worker_per_s": delivered / workers,
+                "rate": best.get("rate"),
+                "p50_ms": best.get("p50_ms"),
+                "p99_ms": best.get("p99_ms"),
+                "open_5000_seconds": opened,
+            }
+        )
+        print(f"  {workers} worker(s): {rows[-1]}", flush=True)
+    return rows
+
+
+def harness_phase(bench: Bench) -> list[dict]:
+    """The same scenarios from both load generators: product and raw at 20 and 100 msg/s to
+    1,000 clients."""
+    rows = []
+    for kind in ("python", "node"):
+        bench.loadgen_kind = kind
+        for server in ("product", "raw"):
+            for rate in (20, 100):
+                r = bench.scenario(server, 1000, rate, 5)
+                rows.append({**r, "loadgen": kind})
+    bench.loadgen_kind = "python"
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--phase",
+        choices=("all", "workers", "harnesses"),
+        default="all",
+        help="workers: 1, 2, 4 workers on one port; harnesses: the Python and the Node.js "
+        "load generators side by side. Both update results.json and RESULTS.md in place.",
+    )
+    parser.add_argument(
+        "--loadgen",
+        choices=("python", "node"),
+        default="python",
+        help="the load generator of the main phases (bench/loadgen.py or bench/node)",
+    )
     parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
     parser.add_argument(
         "--compare",
@@ -285,12 +387,36 @@ def main() -> None:
     sizes = [100, 1000] if args.quick else [100, 500, 1000, 2000]
     rates = [20, 60, 80] if args.quick else [20, 40, 50, 60, 70, 80, 100]
     results: dict = {"latency": [], "throughput": [], "two_processes": [], "memory": []}
+    previous = BENCH / "results.json"
+    if previous.exists():
+        # Phases run on their own keep the others' figures (each records its own date).
+        old = json.loads(previous.read_text())
+        if args.phase == "all":
+            results.update({k: old[k] for k in ("workers", "harnesses") if k in old})
+        else:
+            results = old
+    if args.loadgen == "node" or args.phase == "harnesses":
+        ensure_node_loadgen()
     with tempfile.TemporaryDirectory(prefix="realtime-bench-") as tmp:
         workdir = Path(tmp)
         with EmbeddedRedis(directory=workdir / "redis") as redis:
-            bench = Bench(workdir, redis.url, args.quick)
+            bench = Bench(workdir, redis.url, args.quick, args.loadgen)
             try:
                 bench.start_servers()
+                if args.phase != "all":
+                    print(f"== phase: {args.phase}", flush=True)
+                    rows = workers_phase(bench) if args.phase == "workers" else harness_phase(bench)
+                    results[args.phase] = {
+                        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                        "cpus": os.cpu_count(),
+                        "rows": rows,
+                    }
+                    previous.write_text(json.dumps(results, indent=1))
+                    from report import write_report
+
+                    write_report(results, Path(args.out))
+                    print(f"wrote {args.out}")
+                    return
                 if args.compare:
                     for server in args.compare.split(","):
                         for rate in (20, 40, 50, 60, 70):
