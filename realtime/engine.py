@@ -43,6 +43,11 @@ PRESENCE_EVERY, PRESENCE_TTL = 2.0, 10
 class Subscriber(Protocol):
     """What the hub needs of a local connection (``RealtimeConsumer`` implements it)."""
 
+    def push(self, slug: str, seq: int, frame: Frame) -> int:
+        """Write the frame now if it is the connection's next one: 1 written, 0 not, -1 to
+        go through ``deliver`` instead."""
+        ...
+
     async def deliver(self, slug: str, seq: int, frame: Frame) -> bool:
         """Send the frame if it is the connection's next one; True when written."""
 
@@ -268,7 +273,10 @@ class Hub:
         sent, latency_sum = 0, 0.0
         for subscriber in list(subscribers):
             try:
-                if await subscriber.deliver(slug, seq, frame):
+                written = subscriber.push(slug, seq, frame)
+                if written < 0:
+                    written = await subscriber.deliver(slug, seq, frame)
+                if written:
                     sent += 1
                     if committed:
                         latency = clock() - committed
