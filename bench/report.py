@@ -155,6 +155,9 @@ def write_report(results: dict, out: Path) -> None:
     lines += workers_section(results.get("workers"))
     lines += harnesses_section(results.get("harnesses"))
     lines += targets(results)
+    notes = BENCH / "notes.md"  # hand-written findings, kept across regenerated reports
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip()]
     out.write_text("\n".join(lines) + "\n")
 
 

@@ -36,6 +36,7 @@ from realtime.embedded import EmbeddedRedis, free_port, wait_for_port  # noqa: E
 PY = sys.executable
 SERVERS = ("product", "tutorial", "raw")
 TUTORIAL_RATES = [1, 2, 3, 4, 6]
+COMPARE_RATES = (20, 40, 60, 80, 100, 120, 140, 160, 200)
 VARIANTS = {
     "product-autobahn": {"WRITE_PATH": "autobahn"},  # autobahn's public prepared messages
     "product-gc": {"GC_TUNING": True},  # the garbage-collector tuning on
@@ -326,7 +327,7 @@ def workers_phase(bench: Bench) -> list[dict]:
         bench.start_workers(name, workers)
         try:
             opened = bench.memory(name, 5000)["open_seconds"]
-            best = max_sustained(bench, name, [20, 40, 50, 60, 70, 80, 100, 120])
+            best = max_sustained(bench, name, [20, 40, 60, 80, 100, 120, 140, 160, 200, 250])
         finally:
             bench.stop_one(name)
         delivered = best.get("delivered_per_s", 0.0)
@@ -385,7 +386,7 @@ def main() -> None:
     args = parser.parse_args()
     command = "python bench/run.py" + (" --quick" if args.quick else "")
     sizes = [100, 1000] if args.quick else [100, 500, 1000, 2000]
-    rates = [20, 60, 80] if args.quick else [20, 40, 50, 60, 70, 80, 100]
+    rates = [20, 60, 100] if args.quick else list(COMPARE_RATES)
     results: dict = {"latency": [], "throughput": [], "two_processes": [], "memory": []}
     previous = BENCH / "results.json"
     if previous.exists():
@@ -419,7 +420,7 @@ def main() -> None:
                     return
                 if args.compare:
                     for server in args.compare.split(","):
-                        for rate in (20, 40, 50, 60, 70):
+                        for rate in COMPARE_RATES:
                             if not bench.scenario(server, 1000, rate, 4)["sustained"]:
                                 break
                     return
