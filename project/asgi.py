@@ -20,6 +20,7 @@ from realtime.server import (  # noqa: E402
     quiet_probe_access_log,
     tune_gc,
 )
+from realtime.sse import EventsEndpoint  # noqa: E402
 
 # Refuse to serve with DEBUG off and the development key. Test runs (pytest-django turns
 # DEBUG off) may import the application in-process; they serve nothing.
@@ -29,8 +30,9 @@ if "pytest" not in sys.modules:
 application = IgnoreRootPathHeader(
     ProtocolTypeRouter(
         {
-            # /healthz, /readyz, /metrics before Django (no ALLOWED_HOSTS, no middleware).
-            "http": OpsEndpoints(django_asgi_app),
+            # /healthz, /readyz, /metrics before Django (no ALLOWED_HOSTS, no middleware);
+            # /events/ (Server-Sent Events) with the session's user.
+            "http": OpsEndpoints(EventsEndpoint(django_asgi_app)),
             "websocket": websocket_application(),
         }
     )

@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 
 from realtime import fanout, payload
 from realtime.exceptions import InvalidMessage, TopicNotFound
-from realtime.models import Message, Source, Topic
+from realtime.models import ApiToken, Message, Source, Topic
 from realtime.outbox import publish
 
 RECENT = 10
@@ -60,6 +60,7 @@ class TopicAdmin(admin.ModelAdmin):
     list_display = (
         "slug",
         "title",
+        "kind",
         "private",
         "visitor_publish",
         "enabled",
@@ -68,7 +69,7 @@ class TopicAdmin(admin.ModelAdmin):
         "backlog",
         "retention",
     )
-    list_filter = ("enabled", "private", "visitor_publish", "groups")
+    list_filter = ("kind", "enabled", "private", "visitor_publish", "groups")
     search_fields = ("slug", "title", "description")
     filter_horizontal = ("groups",)
     actions = ("send_test_message",)
@@ -77,7 +78,7 @@ class TopicAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("slug", "title", "description", "enabled")}),
         ("Access", {"fields": ("private", "groups", "visitor_publish")}),
-        ("Delivery", {"fields": ("backlog", "retention", "last_seq")}),
+        ("Delivery", {"fields": ("kind", "backlog", "retention", "last_seq")}),
         ("Recent messages", {"fields": ("recent_messages",)}),
         ("Dates", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )
@@ -199,3 +200,35 @@ class MessageAdmin(admin.ModelAdmin):
             from django.http import HttpResponseRedirect
 
             return HttpResponseRedirect(request.path)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens of the HTTP publish API. A new token's secret is shown once, in a message."""
+
+    list_display = ("name", "prefix", "topic_list", "created_at", "last_used_at", "active")
+    readonly_fields = ("prefix", "created_at", "last_used_at")
+    fields = ("name", "topics", "revoked_at", "prefix", "created_at", "last_used_at")
+    filter_horizontal = ("topics",)
+    search_fields = ("name",)
+
+    @admin.display(description="topics")
+    def topic_list(self, obj):
+        return ", ".join(t.slug for t in obj.topics.all()) or "every topic"
+
+    @admin.display(boolean=True)
+    def active(self, obj):
+        return obj.active
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            from realtime import tokens
+
+            secret = tokens.new_secret()
+            obj.prefix, obj.token_hash = secret[:10], tokens.digest(secret)
+            self.message_user(
+                request,
+                f"The token of {obj.name!r} is {secret} — copy it now, it is not shown again.",
+                messages.WARNING,
+            )
+        super().save_model(request, obj, form, change)

@@ -18,6 +18,10 @@ DEFAULTS: dict[str, Any] = {
     # Beyond it frames are refused with rate_limited, which spends the abuse budget.
     "FRAME_RATE_PER_S": 50.0,
     "FRAME_BURST": 100,
+    # HTTP publish API (POST /api/v1/topics/<slug>/messages): requests per token (per server
+    # process), a token bucket; beyond it 429 with Retry-After.
+    "API_RATE_PER_S": 10.0,
+    "API_BURST": 20,
     # Bad frames and refused publishes a connection may send after being told, before 1008.
     "ABUSE_BUDGET": 20,
     # Subscriptions one connection may hold.

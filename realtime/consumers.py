@@ -19,11 +19,11 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import access, engine, metrics, protocol, topics, wire
+from realtime import access, engine, idempotency, metrics, protocol, topics, wire
 from realtime.conf import realtime_settings
 from realtime.delivery import Stream
 from realtime.exceptions import InvalidMessage, TopicNotFound
-from realtime.models import Message, Source, Topic
+from realtime.models import Source, Topic
 from realtime.origins import Refusal, handshake_refusal
 from realtime.outbox import publish
 from realtime.protocol import ProtocolError
@@ -37,8 +37,14 @@ HUB_READY_TIMEOUT = 5.0  # a subscribe waits this long for the process's Redis s
 
 
 @database_sync_to_async
-def store(topic: Topic, data: Any, user: Any) -> Message:
-    return publish(topic, data, source=Source.VISITOR, user=user)
+def store(topic: Topic, data: Any, user: Any, scope: str | None, key: str | None) -> int:
+    """Store a visitor's message; its seq (the first one's, for a key used before)."""
+    if key is None:
+        return publish(topic, data, source=Source.VISITOR, user=user).seq
+    _, seq, _ = idempotency.publish_once(
+        str(scope), key, topic, data, source=Source.VISITOR, user=user
+    )
+    return seq
 
 
 def not_found(slug: str, frame: protocol.ClientFrame) -> ProtocolError:
@@ -228,12 +234,15 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
                 protocol.FORBIDDEN, f"You may not publish to {slug!r}.", id=frame.id, topic=slug
             )
         try:
-            message = await store(found.topic, frame.data, self.user)
+            scope = idempotency.scope_of(
+                self.user, self.scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
+            )
+            seq = await store(found.topic, frame.data, self.user, scope, frame.key)
         except TopicNotFound:
             raise not_found(slug, frame) from None
         except InvalidMessage as exc:
             raise ProtocolError(protocol.BAD_REQUEST, str(exc), id=frame.id, topic=slug) from None
-        await self.send(text_data=protocol.published(slug, message.seq, id=frame.id))
+        await self.send(text_data=protocol.published(slug, seq, id=frame.id))
 
     # --- from the hub (engine.Subscriber) -----------------------------------------------------
 

@@ -13,6 +13,7 @@ order from one place at a time. A new stream starts busy: it reads the database 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 # What to do with a live frame. Plain ints, not an Enum: this runs once per delivery, and an
 # Enum member lookup costs about 170 ns on CPython 3.11 (a third of the Python-side cost of a
@@ -31,6 +32,12 @@ class Stream:
     last: int = 0
     target: int = 0
     busy: bool = True
+    # A ``state`` topic: only the latest message matters. A newer frame is sent over a gap
+    # instead of fetching what lies between; a fetch reads only the latest row.
+    state: bool = False
+    # A state frame held back while the socket has bytes waiting (sent when they are gone,
+    # unless a newer one replaces it first): the consumer's, opaque here.
+    pending: Any = None
 
     def offer(self, seq: int) -> int:
         """A live frame ``seq`` arrived from the hub."""
@@ -40,11 +47,19 @@ class Stream:
             self.target = seq
         if self.busy:
             return WAIT
-        if seq == self.last + 1:
+        if seq == self.last + 1 or self.state:
             self.last = seq
             return SEND
         self.busy = True
         return FETCH
+
+    @property
+    def fetch_after(self) -> int:
+        """A fetch reads the rows after this seq, up to ``target``: every missing one, or only
+        the latest for a state topic."""
+        if self.state:
+            return max(self.last, self.target - 1)
+        return self.last
 
     def learn(self, seq: int) -> bool:
         """``seq`` exists (a heads announcement, a resync): True when a fetch must start."""
@@ -77,8 +92,17 @@ class Stream:
 
         Without ``since``, or with ``since`` beyond ``latest`` (a client from another
         database), the last ``backlog`` messages are sent and ``recovered`` is False.
+        A state topic sends only its latest message (whatever ``backlog`` says), and a
+        ``since`` at or below ``latest`` is recovered: the latest state is all there is to
+        recover.
         """
         self.target = max(self.target, latest)
+        if self.state:
+            if since is None or since > latest:
+                self.last = max(0, latest - 1)
+                return False
+            self.last = max(since, latest - 1)
+            return True
         if since is None or since > latest:
             self.last = max(0, latest - backlog)
             return False

@@ -60,7 +60,9 @@ def frame(message: Any) -> str:
             message.topic.slug,
             message.seq,
         )
-    return protocol.message(message.topic.slug, message.seq, message.created_at, data)
+    return protocol.message(
+        message.topic.slug, message.seq, message.created_at, data, message.html or None
+    )
 
 
 # --- clients and the breaker -------------------------------------------------------------------

@@ -132,11 +132,16 @@ def run_feeds(items: list[Feed]) -> tuple[list[Any], list[tuple[str, Exception]]
 
 
 def ensure_topic(item: Feed) -> Any:
-    """The feed's topic, created (public, enabled) when missing."""
-    from realtime.models import Topic
+    """The feed's topic, created (public, enabled, a ``state`` topic: a feed reports what
+    is, and only its latest report matters) when missing."""
+    from realtime.models import Topic, TopicKind
 
     topic, created = Topic.objects.get_or_create(
-        slug=item.topic, defaults={"title": item.title or item.topic.replace("-", " ").title()}
+        slug=item.topic,
+        defaults={
+            "title": item.title or item.topic.replace("-", " ").title(),
+            "kind": TopicKind.STATE,
+        },
     )
     if created:
         logger.info("created topic %s for feed %s", item.topic, item.name)

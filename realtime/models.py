@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.utils import timezone
 
 from realtime.conf import realtime_settings
 from realtime.protocol import SLUG_PATTERN
@@ -56,6 +57,11 @@ class TopicQuerySet(models.QuerySet["Topic"]):
         ).distinct()
 
 
+class TopicKind(models.TextChoices):
+    STREAM = "stream", "stream"
+    STATE = "state", "state"
+
+
 class Topic(models.Model):
     """A named stream of messages that visitors subscribe to."""
 
@@ -86,6 +92,14 @@ class Topic(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(10_000_000)],
         help_text="Messages kept for clients that resume; older ones are pruned.",
     )
+    kind = models.CharField(
+        max_length=10,
+        choices=TopicKind.choices,
+        default=TopicKind.STREAM,
+        help_text="Stream: every message once, in order (news, chat). State: only the latest "
+        "message matters (a clock, figures, a score): a subscriber gets the latest, never a "
+        "replay, and one that falls behind skips to the newest.",
+    )
     enabled = models.BooleanField(default=True)
     last_seq = models.PositiveBigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -98,6 +112,10 @@ class Topic(models.Model):
 
     def __str__(self) -> str:
         return self.title or self.slug
+
+    @property
+    def is_state(self) -> bool:
+        return self.kind == TopicKind.STATE
 
     def clean(self) -> None:
         if self.backlog is not None and self.retention is not None:
@@ -156,8 +174,12 @@ class Message(models.Model):
     topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="messages")
     seq = models.PositiveBigIntegerField(editable=False)
     data = models.JSONField()
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The topic template's rendering (realtime/rendering.py), made once when it was stored.
+    html = models.TextField(blank=True, default="", editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
+    # Who sent it, beyond ``source``: ``token:<name>`` for the HTTP API.
+    origin = models.CharField(max_length=120, blank=True, default="", editable=False)
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -180,3 +202,52 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic.slug}#{self.seq}"
+
+
+class IdempotentPublish(models.Model):
+    """A publish made with an idempotency key: the same key from the same scope (a user, a
+    session, an API token) within ``realtime.idempotency.WINDOW`` gets this answer again and
+    stores nothing new."""
+
+    scope = models.CharField(max_length=200)
+    key = models.CharField(max_length=100)
+    topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="+")
+    seq = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "key"], name="realtime_idempotent_scope_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key} → {self.topic_id}#{self.seq}"
+
+
+class ApiToken(models.Model):
+    """A bearer token of the HTTP publish API. Only a hash of the token is stored; the token
+    itself is shown once, when it is made (``manage.py tokens add``, the admin)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=12, editable=False, help_text="The token's start.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    topics = models.ManyToManyField(
+        Topic,
+        blank=True,
+        related_name="api_tokens",
+        help_text="Topics it may publish to. None: every topic.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import F, JSONField, Value
 from django.utils import timezone
 
-from realtime import fanout, metrics, payload
+from realtime import fanout, metrics, payload, rendering
 from realtime.conf import realtime_settings
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Message, Source, Topic
@@ -38,18 +38,27 @@ def _resolve(topic: Topic | str) -> Topic:
 
 
 def publish(
-    topic: Topic | str, data: Any, *, source: str = Source.API, user: Any = None
+    topic: Topic | str,
+    data: Any,
+    *,
+    source: str = Source.API,
+    user: Any = None,
+    origin: str = "",
 ) -> Message:
     """Store ``data`` as the next message of ``topic`` (a slug or Topic) and fan it out.
 
     Runs in the caller's transaction; the fan-out happens only after that commits, so a
     rolled-back publish sends nothing.
     """
-    return publish_many([(topic, data)], source=source, user=user)[0]
+    return publish_many([(topic, data)], source=source, user=user, origin=origin)[0]
 
 
 def publish_many(
-    items: Iterable[tuple[Topic | str, Any]], *, source: str = Source.API, user: Any = None
+    items: Iterable[tuple[Topic | str, Any]],
+    *,
+    source: str = Source.API,
+    user: Any = None,
+    origin: str = "",
 ) -> list[Message]:
     """Store several messages in one transaction (the scheduler's feeds); fan out after commit.
 
@@ -83,15 +92,25 @@ def publish_many(
         last = dict(Topic.objects.filter(pk__in=per_topic).values_list("pk", "last_seq"))
         next_seq = {topic_id: last[topic_id] - count + 1 for topic_id, count in per_topic.items()}
         messages = []
+        now = timezone.now()
         for topic_obj, data in resolved:
             seq = next_seq[topic_obj.pk]
             next_seq[topic_obj.pk] = seq + 1
             topic_obj.last_seq = max(topic_obj.last_seq, seq)
             # JSON null: Django would store None as SQL NULL (refused by the NOT NULL column).
             stored = JSON_NULL if data is None else data
-            messages.append(
-                Message(topic=topic_obj, seq=seq, data=stored, source=source, author=author)
+            message = Message(
+                topic=topic_obj,
+                seq=seq,
+                data=data,
+                source=source,
+                author=author,
+                created_at=now,
+                origin=origin[:120],
             )
+            message.html = rendering.render(message)  # once, stored with the message
+            message.data = stored
+            messages.append(message)
         if len(messages) == 1:
             messages[0].save(force_insert=True)
         else:

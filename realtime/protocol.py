@@ -62,6 +62,9 @@ class ProtocolError(Exception):
         return error(self.code, self.message, id=self.id, topic=self.topic)
 
 
+MAX_KEY_CHARS = 100  # an idempotency key of a publish
+
+
 @dataclass(frozen=True, slots=True)
 class ClientFrame:
     """A well-formed client frame. ``id`` is ``_MISSING`` when the client sent none."""
@@ -71,6 +74,7 @@ class ClientFrame:
     topic: str | None = None
     since: int | None = None
     data: Any = None
+    key: str | None = None  # publish: an idempotency key
 
     @property
     def has_id(self) -> bool:
@@ -125,7 +129,15 @@ def parse(text: str) -> ClientFrame:
         return ClientFrame(UNSUBSCRIBE, id=frame_id, topic=topic)
     if "data" not in obj:
         raise ProtocolError(BAD_REQUEST, "A publish frame needs 'data'.", id=frame_id, topic=topic)
-    return ClientFrame(PUBLISH, id=frame_id, topic=topic, data=obj["data"])
+    key = obj.get("key")
+    if key is not None and not (isinstance(key, str) and 1 <= len(key) <= MAX_KEY_CHARS):
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"'key' must be a string of 1-{MAX_KEY_CHARS} characters.",
+            id=frame_id,
+            topic=topic,
+        )
+    return ClientFrame(PUBLISH, id=frame_id, topic=topic, data=obj["data"], key=key)
 
 
 def frame_id(text: str) -> Any:
@@ -170,8 +182,12 @@ def subscribed(topic: str, seq: int, recovered: bool, *, id: Any = _MISSING) -> 
     )
 
 
-def message(topic: str, seq: int, ts: datetime, data: Any) -> str:
-    return encode({"type": MESSAGE, "topic": topic, "seq": seq, "ts": timestamp(ts), "data": data})
+def message(topic: str, seq: int, ts: datetime, data: Any, html: str | None = None) -> str:
+    """A ``message`` frame; ``html`` (the topic template's rendering) when there is one."""
+    obj = {"type": MESSAGE, "topic": topic, "seq": seq, "ts": timestamp(ts), "data": data}
+    if html:
+        obj["html"] = html
+    return encode(obj)
 
 
 def unsubscribed(topic: str, *, id: Any = _MISSING, code: str | None = None) -> str:

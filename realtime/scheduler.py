@@ -60,6 +60,9 @@ def _prune() -> int:
     beyond = Topic.objects.filter(last_seq__gt=F("retention")).only("id", "last_seq", "retention")
     for topic in beyond:
         total += outbox.prune(topic)
+    from realtime import idempotency
+
+    idempotency.prune()  # keys past their 24 h window
     return total
 
 

@@ -17,6 +17,8 @@ from realtime.topics import first_retained_seq, latest_seq, read_page
 
 logger = logging.getLogger("realtime.consumer")
 
+STATE_DRAIN_POLL = 0.01  # seconds between checks of a socket holding back a state frame
+
 
 class StreamsMixin:
     """Per-topic streams of a consumer: ``streams``, ``hub``, ``direct``, ``tasks``."""
@@ -39,6 +41,7 @@ class StreamsMixin:
         """Place a new subscription (already listening), answer ``subscribed`` and send the
         backlog or what follows ``since``."""
         stream.topic_id = topic.pk
+        stream.state = topic.is_state
         latest = await self._latest(hub, slug, topic.pk, frame.since)
         recovered = stream.start(frame.since, latest, topic.backlog)
         if recovered is None:
@@ -63,13 +66,14 @@ class StreamsMixin:
         if verdict == SEND:
             transport = direct.transport
             # Only a socket with bytes already waiting can be over the limit.
-            if (
-                transport is not None
-                and (transport.dataBuffer or transport._tempDataLen)
-                and wire.buffered(direct) > self.max_send_buffer
-            ):
-                self._drop_slow_reader()
-                return 0
+            if transport is not None and (transport.dataBuffer or transport._tempDataLen):
+                if stream.state:
+                    # Behind on a state topic: hold the newest frame until the socket drains.
+                    self._hold_state(slug, stream, frame)
+                    return 0
+                if wire.buffered(direct) > self.max_send_buffer:
+                    self._drop_slow_reader()
+                    return 0
             return 1 if self.write(direct, frame) else 0
         if verdict == FETCH:
             self._spawn(self._catch_up(slug, stream))
@@ -100,6 +104,32 @@ class StreamsMixin:
         if stream is not None and not self.closing and stream.learn(seq):
             self._spawn(self._catch_up(slug, stream))
 
+    def _hold_state(self, slug: str, stream: Any, frame: wire.Frame) -> None:
+        """Keep only the newest frame of a state topic while the socket has bytes waiting;
+        one task sends it once they are gone (frames in between are never sent)."""
+        starting = stream.pending is None
+        stream.pending = frame
+        if starting:
+            self._spawn(self._send_held_state(slug, stream))
+
+    async def _send_held_state(self, slug: str, stream: Any) -> None:
+        direct = self.direct
+        while self.streams.get(slug) is stream and not self.closing:
+            await asyncio.sleep(STATE_DRAIN_POLL)
+            transport = direct.transport
+            if transport is None:
+                return
+            if not (transport.dataBuffer or transport._tempDataLen):
+                frame, stream.pending = stream.pending, None
+                if frame is not None:
+                    self.write(direct, frame)
+                return
+            if wire.buffered(direct) > self.max_send_buffer:
+                stream.pending = None
+                self._drop_slow_reader()
+                return
+        stream.pending = None
+
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self.tasks.add(task)
@@ -110,7 +140,7 @@ class StreamsMixin:
         stream.busy = True
         try:
             while self.streams.get(slug) is stream and stream.owed:
-                rows = await read_page(stream.topic_id, stream.last, stream.target)
+                rows = await read_page(stream.topic_id, stream.fetch_after, stream.target)
                 if self.streams.get(slug) is not stream or self.closing:
                     return
                 if not rows:

@@ -25,6 +25,7 @@ def test_topics_lists_slug_visibility_last_seq_and_count(topic_factory):
     lines = run("topics").splitlines()
     assert lines[0].split() == [
         "SLUG",
+        "KIND",
         "VISIBILITY",
         "PUBLISH",
         "ENABLED",
@@ -32,8 +33,8 @@ def test_topics_lists_slug_visibility_last_seq_and_count(topic_factory):
         "SEQ",
         "MESSAGES",
     ]
-    assert lines[1].split() == ["news", "public", "staff", "yes", "1", "1"]
-    assert lines[2].split() == ["secret", "private", "visitors", "yes", "0", "0"]
+    assert lines[1].split() == ["news", "stream", "public", "staff", "yes", "1", "1"]
+    assert lines[2].split() == ["secret", "stream", "private", "visitors", "yes", "0", "0"]
     assert run("topics", "list") == "\n".join(lines) + "\n"
 
 

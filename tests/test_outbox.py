@@ -73,6 +73,7 @@ async def test_publish_fans_out_after_commit_with_serialised_frame(listener):
         "seq": 1,
         "data": {"x": "é"},
         "ts": frame["ts"],
+        "html": message.html,  # rendered once when stored (realtime/rendering.py)
     }
     await database_sync_to_async(message.refresh_from_db)()
     assert message.fanned_out_at is not None

@@ -12,3 +12,15 @@ register = template.Library()
 def data_text(data: Any) -> str:
     """Strings as they are, anything else as indented JSON (escaped by the template)."""
     return data if isinstance(data, str) else json.dumps(data, indent=2, ensure_ascii=False)
+
+
+@register.filter
+def is_mapping(data: Any) -> bool:
+    return isinstance(data, dict)
+
+
+@register.filter
+def label(key: Any) -> str:
+    """A data key as a label for people: ``"site_visits"`` → ``"Site visits"``."""
+    text = str(key).replace("_", " ").replace("-", " ").strip()
+    return text[:1].upper() + text[1:]

@@ -9,7 +9,7 @@ import socket
 
 from bench.loadgen import client_frame
 
-__all__ = ["client_frame", "handshake", "wait_closed"]
+__all__ = ["FrameReader", "client_frame", "handshake", "wait_closed"]
 
 
 def handshake(port: int, *, rcvbuf: int | None = None, timeout: float = 10) -> socket.socket:
@@ -46,3 +46,47 @@ def wait_closed(sock: socket.socket, timeout: float = 10) -> int:
     except ConnectionResetError:
         pass
     return total
+
+
+class FrameReader:
+    """Server frames off a raw socket, one at a time (text frames as JSON; pings skipped)."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.data = b""
+
+    def next(self, timeout: float = 10) -> dict:
+        import json
+
+        self.sock.settimeout(timeout)
+        while True:
+            frame = self._take()
+            if frame is not None:
+                opcode, payload = frame
+                if opcode == 1:
+                    return json.loads(payload)
+                if opcode == 8:
+                    raise ConnectionError("closed by the server")
+                continue
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.data += chunk
+
+    def _take(self) -> tuple[int, bytes] | None:
+        data = self.data
+        if len(data) < 2:
+            return None
+        n, header = data[1] & 0x7F, 2
+        if n == 126:
+            header = 4
+        elif n == 127:
+            header = 10
+        if len(data) < header:
+            return None
+        if n >= 126:
+            n = int.from_bytes(data[2:header], "big")
+        if len(data) < header + n:
+            return None
+        self.data = data[header + n :]
+        return data[0] & 0x0F, data[header : header + n]

@@ -174,14 +174,48 @@ test("publish resolves with published and rejects with error", async () => {
   await assert.rejects(bad, (err) => err.code === "rate_limited" && err.message === "slow down");
 });
 
-test("publish while disconnected rejects, and pending publishes reject on close", async () => {
-  const { consumer, socket } = setup();
-  const sub = consumer.subscribe("chat");
-  await assert.rejects(sub.publish(1), (err) => err.code === "disconnected");
+test("every publish carries a fresh idempotency key", () => {
+  let n = 0;
+  const { consumer, socket } = setup({ newKey: () => `key-${++n}` });
   socket().welcome();
-  const pending = sub.publish(2);
+  const sub = consumer.subscribe("chat");
+  sub.publish(1);
+  sub.publish(2);
+  assert.deepEqual(socket().sentOfType("publish").map((f) => f.key), ["key-1", "key-2"]);
+});
+
+test("a publish cut off by a dropped socket is sent again, same key, after reconnecting", async () => {
+  const { consumer, socket, clock, WebSocket } = setup({ newKey: () => "k1", publishTimeout: 120000 });
+  socket().welcome();
+  const sub = consumer.subscribe("chat");
+  const pending = sub.publish({ text: "once" });
+  const [first] = socket().sentOfType("publish");
+  socket().serverClose(); // no answer came
+  clock.advance(60000);
+  assert.equal(WebSocket.instances.length, 2);
+  socket().welcome();
+  const [again] = socket().sentOfType("publish");
+  assert.equal(again.key, first.key);
+  assert.deepEqual(again.data, { text: "once" });
+  assert.notEqual(again.id, first.id);
+  socket().receive({ type: "published", id: again.id, topic: "chat", seq: 3 });
+  assert.equal((await pending).seq, 3);
+  assert.equal(consumer.publishes.size, 0);
+});
+
+test("a publish while disconnected waits for the connection, then times out", async () => {
+  const { consumer, socket, clock } = setup({ publishTimeout: 5000 });
+  const sub = consumer.subscribe("chat");
+  const queued = sub.publish(1); // not live yet: sent on welcome
+  socket().welcome();
+  const [frame] = socket().sentOfType("publish");
+  socket().receive({ type: "published", id: frame.id, topic: "chat", seq: 1 });
+  assert.equal((await queued).seq, 1);
   socket().serverClose();
-  await assert.rejects(pending, (err) => err.code === "disconnected");
+  const lost = sub.publish(2);
+  clock.advance(5000);
+  await assert.rejects(lost, (err) => err.code === "disconnected");
+  assert.equal(consumer.publishes.size, 0);
 });
 
 test("subscription errors go to onError; unsubscribe sends unsubscribe", () => {

@@ -9,11 +9,17 @@ from realtime.outbox import publish
 
 DEMO_TOPICS = [
     {"slug": "news", "title": "News", "description": "Announcements from the editors."},
-    {"slug": "clock", "title": "Clock", "description": "The server's time, every 5 seconds."},
+    {
+        "slug": "clock",
+        "title": "Clock",
+        "description": "The server's time, every 5 seconds.",
+        "kind": "state",
+    },
     {
         "slug": "site-stats",
         "title": "Site statistics",
         "description": "Counts from the database, when they change.",
+        "kind": "state",
     },
     {
         "slug": "chat",

@@ -21,6 +21,11 @@ class Command(BaseCommand):
             action="store_true",
             help="Visitors who may read it may publish to it.",
         )
+        add.add_argument(
+            "--kind",
+            default="stream",
+            help="stream (every message, in order; the default) or state (only the latest).",
+        )
         add.add_argument("--backlog", type=int, help="Messages a new subscriber gets first.")
         add.add_argument("--retain", type=int, help="Messages kept for clients that resume.")
 
@@ -32,11 +37,12 @@ class Command(BaseCommand):
 
     def list(self):
         topics = Topic.objects.annotate(count=Count("messages")).order_by("slug")
-        rows = [("SLUG", "VISIBILITY", "PUBLISH", "ENABLED", "LAST SEQ", "MESSAGES")]
+        rows = [("SLUG", "KIND", "VISIBILITY", "PUBLISH", "ENABLED", "LAST SEQ", "MESSAGES")]
         for t in topics:
             rows.append(
                 (
                     t.slug,
+                    t.kind,
                     "private" if t.private else "public",
                     "visitors" if t.visitor_publish else "staff",
                     "yes" if t.enabled else "no",
@@ -59,6 +65,7 @@ class Command(BaseCommand):
             description=options["description"],
             private=options["private"],
             visitor_publish=options["visitor_publish"],
+            kind=options["kind"],
         )
         if options["backlog"] is not None:
             topic.backlog = options["backlog"]

@@ -44,6 +44,9 @@ export class Consumer {
     this.monitor = new ConnectionMonitor(this, { clock: this.clock, ...options.monitor });
     this.subscriptions = new Subscriptions(this);
     this.pending = new Map(); // request id → {resolve, reject}
+    this.publishes = new Map(); // idempotency key → a publish waiting for its answer
+    this.publishTimeout = options.publishTimeout ?? 30000;
+    this.newKey = options.newKey ?? newKey;
     this.listeners = new Map();
     this.socket = null;
     this.status = Status.OFFLINE;
@@ -189,6 +192,44 @@ export class Consumer {
     });
   }
 
+  // Publish `data` to `topic` exactly once: the frame carries an idempotency key, and when
+  // the socket drops before the answer it is sent again, with the same key, once the
+  // connection is back (the server answers a repeated key with the first publish's seq).
+  // Resolves with `published`; rejects with an `error` frame, or `disconnected` after
+  // `publishTimeout` ms without an answer.
+  publish(topic, data) {
+    return new Promise((resolve, reject) => {
+      const key = this.newKey();
+      const entry = { frame: { type: FrameType.PUBLISH, topic, data, key }, resolve, reject };
+      entry.timer = this.clock.setTimeout(() => {
+        this.publishes.delete(key);
+        reject(new RealtimeError({ code: "disconnected", message: "No answer to the publish." }));
+      }, this.publishTimeout);
+      this.publishes.set(key, entry);
+      this.sendPublish(entry);
+    });
+  }
+
+  sendPublish(entry) {
+    const id = this.nextId("publish");
+    if (!this.send({ ...entry.frame, id })) return; // sent again once welcomed
+    const finish = () => {
+      this.clock.clearTimeout(entry.timer);
+      this.publishes.delete(entry.frame.key);
+    };
+    this.pending.set(id, {
+      resolve: (frame) => {
+        finish();
+        entry.resolve(frame);
+      },
+      reject: (error) => {
+        if (error.code === "disconnected") return; // kept: sent again after reconnecting
+        finish();
+        entry.reject(error);
+      },
+    });
+  }
+
   ping() {
     return this.send({ type: FrameType.PING, id: this.nextId("ping") });
   }
@@ -238,12 +279,20 @@ export class Consumer {
     this.monitor.start();
     this.healthyTimer = this.clock.setTimeout(() => this.backoff.reset(), this.healthyAfter);
     this.subscriptions.resubscribeAll();
+    for (const entry of this.publishes.values()) this.sendPublish(entry);
   }
 
   // --- the application's API
   subscribe(topic, callbacks = {}) {
     return this.subscriptions.create(topic, callbacks);
   }
+}
+
+function newKey() {
+  if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 export function createConsumer(url, options) {

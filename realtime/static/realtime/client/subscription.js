@@ -35,9 +35,10 @@ export class Subscription {
     return true;
   }
 
-  // Publish data to this topic: resolved with the `published` frame, rejected on `error`.
+  // Publish data to this topic, exactly once (an idempotency key, sent again after a
+  // reconnect): resolved with the `published` frame, rejected on `error`.
   publish(data) {
-    return this.consumer.request({ type: "publish", topic: this.topic, data });
+    return this.consumer.publish(this.topic, data);
   }
 
   unsubscribe() {

@@ -1,11 +1,12 @@
 // The home page: each listed topic's latest message, kept current.
-import { dataText, pageConsumer, timeText } from "./common.js";
+import { localizeTimes, messageBody, pageConsumer, timeText } from "./common.js";
 
+localizeTimes(); // the server-rendered times, in the visitor's format
 const consumer = pageConsumer();
 for (const item of document.querySelectorAll("[data-topic]")) {
   const subscription = consumer.subscribe(item.dataset.topic, {
     onMessage(data, frame) {
-      item.querySelector(".latest").textContent = dataText(data);
+      item.querySelector(".latest").replaceChildren(messageBody(data, frame));
       item.querySelector(".seq").textContent = `#${frame.seq}`;
       const when = item.querySelector(".when");
       when.dateTime = frame.ts;

@@ -1,5 +1,5 @@
 // One topic's live stream, newest on top, and the publish form where visitors may publish.
-import { dataText, pageConsumer, timeText } from "./common.js";
+import { messageBody, pageConsumer, timeText } from "./common.js";
 
 const page = document.getElementById("topic-page");
 const stream = document.getElementById("stream");
@@ -25,10 +25,7 @@ const subscription = consumer.subscribe(page.dataset.topic, {
     when.dateTime = frame.ts;
     when.textContent = timeText(frame.ts);
     meta.append(seq, when);
-    const body = document.createElement("pre");
-    body.className = "data";
-    body.textContent = dataText(data); // text, never HTML
-    item.append(meta, body);
+    item.append(meta, messageBody(data, frame));
     stream.prepend(item);
     empty.hidden = true;
   },

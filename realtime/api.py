@@ -1,0 +1,135 @@
+"""The HTTP publish API: ``POST /api/v1/topics/<slug>/messages`` with ``{"data": ...}``.
+
+Two ways in:
+- ``Authorization: Bearer <token>`` (``manage.py tokens add``): services in any language. CSRF
+  does not apply; the token's topics bound what it may publish to; ``source`` is ``api`` and
+  the message's ``origin`` is ``token:<name>``; a per-token rate (``API_RATE_PER_S``,
+  ``API_BURST``, per server process) answers 429 with ``Retry-After`` beyond it.
+- the visitor's session (the JS client publishing over HTTP when it runs on Server-Sent
+  Events): CSRF applies, as for any form; the topic must allow visitors to publish.
+
+``Idempotency-Key`` (1-100 characters): the same key with the same token (or session) within
+24 hours answers 201 with the first publish's topic and seq and stores nothing new.
+
+Errors are JSON ``{"error": code, "message": ...}`` with the WebSocket protocol's codes: 400
+``bad_request``, 401 ``unauthorized``, 403 ``forbidden`` (outside the token's topics, or not
+for visitors), 404 ``not_found`` (unknown, disabled, or private and unreadable), 405, 413
+``too_large``, 429 ``rate_limited``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from realtime import idempotency, protocol
+from realtime.conf import realtime_settings
+from realtime.exceptions import InvalidMessage, TopicNotFound
+from realtime.models import Source, Topic
+from realtime.outbox import publish
+from realtime.ratelimit import TokenBucket
+
+_buckets: dict[int, TokenBucket] = {}  # per token id, in this process
+
+
+def error(status: int, code: str, message: str, **headers: str) -> JsonResponse:
+    response = JsonResponse({"error": code, "message": message}, status=status)
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+@csrf_exempt  # token requests are not cookie-authenticated; session ones are checked below
+def publish_view(request: HttpRequest, slug: str) -> JsonResponse:
+    if request.method != "POST":
+        response = error(405, "method_not_allowed", 'POST a JSON body {"data": ...}.')
+        response["Allow"] = "POST"
+        return response
+    token = None
+    authorization = request.headers.get("Authorization")
+    if authorization is not None:
+        from realtime import tokens
+
+        scheme, _, secret = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            return error(401, "unauthorized", "Use 'Authorization: Bearer <token>'.")
+        token = tokens.authenticate(secret.strip())
+        if token is None:
+            return error(401, "unauthorized", "Unknown or revoked token.")
+        bucket = _buckets.get(token.pk)
+        if bucket is None:
+            bucket = _buckets[token.pk] = TokenBucket(
+                realtime_settings.API_RATE_PER_S, realtime_settings.API_BURST
+            )
+        if not bucket.take():
+            wait = math.ceil((1 - bucket.tokens) / bucket.rate)
+            return error(
+                429, "rate_limited", "Too many requests for this token.", Retry_After=str(wait)
+            )
+    else:
+        refused = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+        if refused is not None:
+            return error(
+                403,
+                "forbidden",
+                "CSRF check failed: send the csrftoken cookie's value "
+                "in X-CSRFToken, or use a token.",
+            )
+    if len(request.body) > realtime_settings.MAX_FRAME_BYTES:
+        return error(
+            413, "too_large", f"The body is over {realtime_settings.MAX_FRAME_BYTES} bytes."
+        )
+    try:
+        body = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return error(400, "bad_json", "The body is not JSON.")
+    if not isinstance(body, dict) or "data" not in body:
+        return error(400, "bad_request", 'The body must be a JSON object {"data": ...}.')
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= protocol.MAX_KEY_CHARS:
+        return error(
+            400, "bad_request", f"Idempotency-Key must be 1-{protocol.MAX_KEY_CHARS} characters."
+        )
+    topic = (
+        Topic.objects.filter(slug=slug, enabled=True).first()
+        if protocol.is_valid_slug(slug)
+        else None
+    )
+    user = None if token is not None else request.user
+    if topic is None or (token is None and not topic.can_read(user)):
+        return error(404, "not_found", f"No topic {slug!r}.")
+    if token is not None:
+        from realtime import tokens
+
+        if not tokens.may_publish(token, topic):
+            return error(403, "forbidden", f"This token may not publish to {slug!r}.")
+        scope, source, origin = f"token:{token.pk}", Source.API, f"token:{token.name}"
+    else:
+        if not topic.can_publish(user):
+            return error(403, "forbidden", f"You may not publish to {slug!r}.")
+        scope = idempotency.scope_of(user, request.session.session_key)
+        source, origin = Source.VISITOR, ""
+    return _publish(topic, body["data"], key, scope, source, user, origin)
+
+
+def _publish(
+    topic: Topic, data: Any, key: str | None, scope: str, source: str, user: Any, origin: str
+) -> JsonResponse:
+    try:
+        if key is None:
+            seq = publish(topic, data, source=source, user=user, origin=origin).seq
+            slug = topic.slug
+        else:
+            slug, seq, _ = idempotency.publish_once(
+                scope, key, topic, data, source=source, user=user, origin=origin
+            )
+    except InvalidMessage as exc:
+        return error(400, "bad_request", str(exc))
+    except TopicNotFound:
+        return error(404, "not_found", f"No topic {topic.slug!r}.")
+    return JsonResponse({"topic": slug, "seq": seq}, status=201)

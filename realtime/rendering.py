@@ -1,0 +1,43 @@
+"""Messages rendered by their topic's template, once per message, when they are stored.
+
+The template is ``realtime/messages/<slug>.html`` when it exists, else
+``realtime/messages/default.html`` (a project's ``templates/`` overrides the app's, as in the
+Django admin). Context: ``message`` (``seq``, ``created_at``, ``source``, ``author``),
+``data`` and ``topic``. Autoescaping is on: data never becomes markup. The rendering is stored
+with the message (``Message.html``) and carried by its frame (``html``), so live delivery,
+replays and gap fills send it without rendering again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.template.loader import select_template
+
+logger = logging.getLogger("realtime.rendering")
+
+MAX_HTML_CHARS = 20_000  # a rendering longer than this is not sent (data alone still is)
+
+
+def template_names(slug: str) -> list[str]:
+    return [f"realtime/messages/{slug}.html", "realtime/messages/default.html"]
+
+
+def render(message: Any) -> str:
+    """The message's HTML, or "" when its template fails (logged: the message is still
+    stored and sent, with its data and no ``html``)."""
+    topic = message.topic
+    try:
+        template = select_template(template_names(topic.slug))
+        html = template.render({"message": message, "data": message.data, "topic": topic})
+    except Exception:
+        logger.exception("rendering %s#%s failed; sent without html", topic.slug, message.seq)
+        return ""
+    html = " ".join(html.split())  # one line: templates are indented for people
+    if len(html) > MAX_HTML_CHARS:
+        logger.warning(
+            "%s#%s rendered to %d characters; sent without html", topic.slug, message.seq, len(html)
+        )
+        return ""
+    return html

@@ -1,0 +1,301 @@
+"""Server-Sent Events: ``GET /events/?topic=news&topic=clock``, the same topics, access rules
+and delivery guarantee as the WebSocket, for clients that cannot open one.
+
+Each message is an event: ``event: message``, ``data:`` the JSON of the WebSocket ``message``
+frame (with ``html``), and ``id:`` a cursor holding the position in every topic of the stream,
+``news:12,clock:50``. Browsers send the last one back by themselves as ``Last-Event-ID`` when
+they reconnect, which resumes every topic after its seq: nothing missed, nothing twice, in
+order per topic. ``?since=news:12,clock:50`` (or ``?since=12`` with a single topic) is the
+same cursor for pages that rendered a seq.
+
+The stream is a hub ``Subscriber`` like a socket (``StreamsMixin``: replay, gap fill,
+dedupe; ``RevocationMixin``: an ended session ends the stream with an ``error`` event, a lost
+topic sends ``unsubscribed``). A comment every ``HEARTBEAT`` seconds keeps proxies from
+closing it; ``retry:`` asks browsers to reconnect after 2-4 s (jittered). Errors before the
+stream starts are HTTP statuses with JSON ``{"error": code, "message": ...}``; after it
+started, ``event: error`` with the same JSON, and the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.auth import AuthMiddlewareStack
+from django.conf import settings
+
+from realtime import access, engine, protocol, topics, wire
+from realtime.conf import realtime_settings
+from realtime.delivery import Stream
+from realtime.streams import StreamsMixin
+
+logger = logging.getLogger("realtime.sse")
+
+PATH = "/events/"
+HEARTBEAT = 15.0
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def parse_cursor(text: str, slugs: list[str]) -> dict[str, int]:
+    """``news:12,clock:50`` (or a bare ``12`` for a single topic) → {slug: seq}."""
+    text = text.strip()
+    if not text:
+        return {}
+    if ":" not in text and len(slugs) == 1:
+        text = f"{slugs[0]}:{text}"
+    cursor: dict[str, int] = {}
+    for part in text.split(","):
+        slug, _, seq = part.strip().rpartition(":")
+        if not protocol.is_valid_slug(slug) or not seq.isdigit() or len(seq) > 19:
+            raise BadRequest(400, "bad_request", f"{part[:100]!r} is not a cursor entry slug:seq.")
+        cursor[slug] = int(seq)
+    return cursor
+
+
+def event(kind: str, data: str, cursor: str | None = None) -> bytes:
+    lines = [f"event: {kind}"]
+    if cursor is not None:
+        lines.append(f"id: {cursor}")
+    lines.append(f"data: {data}")
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+class EventStream(StreamsMixin, access.RevocationMixin):
+    """One ``text/event-stream`` response, subscribed to its topics through the hub."""
+
+    def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
+        self.scope, self.receive, self.asgi_send = scope, receive, send
+        self.streams: dict[str, Stream] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.closing = False
+        self.direct = None  # frames go through the ASGI send (push answers -1)
+        self.write = None
+        self.connection_id = "sse-" + uuid.uuid4().hex[:12]
+        client = scope.get("client") or ("?",)
+        self.address = ":".join(str(p) for p in client)
+        self.host = str(client[0])
+        self.hub: engine.Hub | None = None
+        self.counted = False
+        self.max_send_buffer = realtime_settings.MAX_SEND_BUFFER
+        self.protocol = wire.daphne_protocol(scope.get(wire.SCOPE_KEY, send))
+        self.user = scope.get("user")
+        self.user_id = (
+            self.user.pk if self.user is not None and self.user.is_authenticated else None
+        )
+        self.session_key = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
+        self.done = asyncio.Event()
+        self.ended = False
+
+    # --- the request
+
+    async def run(self) -> None:
+        try:
+            slugs, cursor = self.parse()
+            found = {}
+            for slug in slugs:
+                access_found = await topics.access(slug, self.user)
+                if access_found.topic is None:
+                    raise BadRequest(404, protocol.NOT_FOUND, f"No topic {slug!r}.")
+                found[slug] = access_found.topic
+            self.hub = engine.hub()
+            limit = realtime_settings.MAX_CONNECTIONS_PER_ADDRESS
+            if not self.hub.connected(self, self.host, limit):
+                raise BadRequest(429, protocol.RATE_LIMITED, "Too many connections from here.")
+            self.counted = True
+            if not await self.hub.wait_ready(5.0):
+                raise BadRequest(503, protocol.SERVER_ERROR, "Not connected to Redis; retry.")
+        except BadRequest as exc:
+            await self.refuse(exc)
+            return
+        await self.asgi_send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache, no-store"),
+                    (b"x-accel-buffering", b"no"),  # nginx: pass events on at once
+                ],
+            }
+        )
+        retry = random.randint(2000, 4000)
+        await self.raw(f"retry: {retry}\n\n".encode())
+        logger.info("sse open %s addr=%s topics=%s", self.connection_id, self.address, slugs)
+        try:
+            for slug in slugs:
+                stream = Stream()
+                self.streams[slug] = stream
+                self.hub.add(slug, self)
+                frame = protocol.ClientFrame(protocol.SUBSCRIBE, topic=slug, since=cursor.get(slug))
+                await self._open(slug, stream, found[slug], frame, self.hub)
+            await self.wait_until_done()
+        finally:
+            self._clean_up()
+            logger.info("sse close %s", self.connection_id)
+
+    def parse(self) -> tuple[list[str], dict[str, int]]:
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        slugs = list(dict.fromkeys(query.get("topic", [])))
+        if not slugs:
+            raise BadRequest(400, protocol.BAD_REQUEST, "Name topics: /events/?topic=news.")
+        bad = [s for s in slugs if not protocol.is_valid_slug(s)]
+        if bad:
+            raise BadRequest(400, protocol.BAD_REQUEST, f"{bad[0][:100]!r} is not a topic slug.")
+        if len(slugs) > realtime_settings.MAX_SUBSCRIPTIONS:
+            raise BadRequest(
+                400,
+                protocol.TOO_MANY_SUBSCRIPTIONS,
+                f"At most {realtime_settings.MAX_SUBSCRIPTIONS} topics per stream.",
+            )
+        last_id = ""
+        for name, value in self.scope.get("headers", ()):
+            if name == b"last-event-id":
+                last_id = value.decode("latin1")
+        text = last_id or (query.get("since") or [""])[0]
+        return slugs, parse_cursor(text, slugs)
+
+    async def refuse(self, exc: BadRequest) -> None:
+        body = json.dumps({"error": exc.code, "message": exc.message}).encode()
+        await self.asgi_send(
+            {
+                "type": "http.response.start",
+                "status": exc.status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await self.asgi_send({"type": "http.response.body", "body": body})
+        self._clean_up()
+
+    async def wait_until_done(self) -> None:
+        """Heartbeats until the client goes away or the server ends the stream."""
+        disconnect = asyncio.ensure_future(self._wait_disconnect())
+        finished = asyncio.ensure_future(self.done.wait())
+        try:
+            while True:
+                await asyncio.wait(
+                    {disconnect, finished}, timeout=HEARTBEAT, return_when=asyncio.FIRST_COMPLETED
+                )
+                if disconnect.done() or finished.done():
+                    break
+                await self.raw(b": keep-alive\n\n")
+            client_gone = disconnect.done()
+        finally:
+            disconnect.cancel()
+            finished.cancel()
+        if not client_gone:
+            await self.end()
+
+    async def _wait_disconnect(self) -> None:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.closing = True
+                return
+
+    # --- writing
+
+    async def raw(self, body: bytes) -> None:
+        if self.closing:
+            return
+        if self.protocol is not None and wire.buffered(self.protocol) > self.max_send_buffer:
+            self._drop_slow_reader()
+            return
+        await self.asgi_send({"type": "http.response.body", "body": body, "more_body": True})
+
+    def cursor(self) -> str:
+        return ",".join(f"{slug}:{stream.last}" for slug, stream in self.streams.items())
+
+    async def send(self, text_data: str | None = None, **_: Any) -> None:
+        """A server frame as an event: messages carry the cursor as their id."""
+        if text_data is None:
+            return
+        if text_data.startswith('{"type":"message"'):
+            await self.raw(event("message", text_data, self.cursor()))
+            return
+        kind = json.loads(text_data).get("type", "message")
+        if kind == protocol.ERROR:
+            frame = json.loads(text_data)
+            text_data = json.dumps({"error": frame.get("code"), "message": frame.get("message")})
+        await self.raw(event(kind, text_data))
+
+    async def end(self) -> None:
+        """End the response (the browser reconnects after ``retry``)."""
+        if self.ended:
+            return
+        self.ended = True
+        self.done.set()
+        try:
+            await self.asgi_send({"type": "http.response.body", "body": b"", "more_body": False})
+        except Exception:  # noqa: BLE001 (the client may be gone already)
+            pass
+
+    async def _close(self, code: int, reason: str) -> None:
+        """The session ended (4401 on a socket): an ``error`` event, then the end."""
+        name = "unauthorized" if code == protocol.CLOSE_UNAUTHORIZED else "closed"
+        await self.raw(event("error", json.dumps({"error": name, "message": reason})))
+        self.done.set()
+
+    # --- the hub's side (engine.Subscriber)
+
+    def server_shutdown(self) -> int:
+        if self.closing:
+            return 0
+        self.done.set()  # the stream ends; the browser reconnects elsewhere
+        return 1
+
+    def _drop_slow_reader(self) -> None:
+        if not self.closing:
+            logger.warning("dropping slow SSE reader %s addr=%s", self.connection_id, self.address)
+            if self.protocol is not None:
+                self.protocol.transport.abortConnection()
+            self._clean_up()
+
+    def _clean_up(self) -> None:
+        self.closing = True
+        for slug in list(self.streams):
+            self._leave(slug)
+        if self.hub is not None and self.counted:
+            self.counted = False
+            self.hub.disconnected(self, self.host)
+        for task in list(self.tasks):
+            task.cancel()
+        self.done.set()
+
+
+async def _event_stream(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await EventStream(scope, receive, send).run()
+
+
+class EventsEndpoint:
+    """ASGI middleware: ``GET /events/`` is an event stream (with the session's user); the
+    rest goes on to Django."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.stream = AuthMiddlewareStack(_event_stream)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] == "http" and scope["path"] == PATH:
+            if scope["method"] != "GET":
+                body = b'{"error": "method_not_allowed", "message": "GET the stream."}'
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 405,
+                        "headers": [(b"content-type", b"application/json"), (b"allow", b"GET")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return None
+            return await self.stream({**scope, wire.SCOPE_KEY: send}, receive, send)
+        return await self.app(scope, receive, send)

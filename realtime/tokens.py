@@ -1,0 +1,68 @@
+"""Tokens of the HTTP publish API: made once (the secret shown then, only its SHA-256 kept),
+looked up by hash, revoked by name."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from realtime.models import ApiToken, Topic
+
+PREFIX = "rt_"
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+@transaction.atomic
+def create(name: str, topics: Iterable[str] = ()) -> tuple[ApiToken, str]:
+    """A new token named ``name`` for ``topics`` (slugs; none: every topic); returns it and
+    its secret. Raises ``ValueError`` for a taken name or an unknown topic."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise ValueError("A token needs a name of 1-100 characters.")
+    if ApiToken.objects.filter(name=name).exists():
+        raise ValueError(f"There is already a token named {name!r}.")
+    slugs = sorted(set(topics))
+    found = list(Topic.objects.filter(slug__in=slugs))
+    missing = sorted(set(slugs) - {t.slug for t in found})
+    if missing:
+        raise ValueError(f"No topic {', '.join(map(repr, missing))}.")
+    secret = new_secret()
+    token = ApiToken.objects.create(name=name, prefix=secret[:10], token_hash=digest(secret))
+    token.topics.set(found)
+    return token, secret
+
+
+def authenticate(secret: str) -> ApiToken | None:
+    """The active token with this secret (its last use recorded), or None."""
+    token = ApiToken.objects.filter(token_hash=digest(secret), revoked_at__isnull=True).first()
+    if token is not None:
+        now = timezone.now()
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
+def may_publish(token: ApiToken, topic: Any) -> bool:
+    scoped = list(token.topics.values_list("pk", flat=True))
+    return not scoped or topic.pk in scoped
+
+
+def revoke(name: str) -> ApiToken:
+    """Revoke the token named ``name``; raises ``ApiToken.DoesNotExist``."""
+    token = ApiToken.objects.get(name=name)
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token

@@ -1,0 +1,98 @@
+"""Messages rendered once by their topic's template, stored with the message and carried by
+its frame (``html``): escaping, the template lookup, overrides, failures, and real daphne."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from websockets.asyncio.client import connect
+
+from realtime import fanout, rendering
+from realtime.models import Message
+from realtime.outbox import publish
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_news_renders_as_an_article_with_data_escaped(topic_factory):
+    topic = topic_factory(slug="news")
+    message = publish(topic, {"title": "<b>Big</b> news", "body": "x < y & z"})
+    assert '<article class="message message-news">' in message.html
+    assert "&lt;b&gt;Big&lt;/b&gt; news" in message.html and "<b>" not in message.html
+    assert "x &lt; y &amp; z" in message.html
+    assert f'datetime="{message.created_at.isoformat()}"' in message.html
+    stored = Message.objects.get(pk=message.pk)
+    assert stored.html == message.html  # rendered once, stored
+    frame = json.loads(fanout.frame(stored))
+    assert frame["html"] == message.html and frame["data"]["title"] == "<b>Big</b> news"
+
+
+def test_a_topic_without_a_template_gets_readable_key_value_pairs(topic_factory):
+    topic = topic_factory(slug="figures")
+    message = publish(topic, {"visits": 12, "nested": {"a": [1, 2]}})
+    assert '<dl class="fields">' in message.html
+    assert "<dt>visits</dt><dd>12</dd>" in message.html
+    assert "{" not in message.html.split("nested")[0]  # no JSON braces for flat values
+    text = publish(topic, "just <text>")
+    assert '<p class="text">just &lt;text&gt;</p>' in text.html
+
+
+def test_chat_names_the_author_or_visitor(topic_factory, django_user_model):
+    topic = topic_factory(slug="chat")
+    alice = django_user_model.objects.create_user("alice", password="pw-123-long")
+    by_alice = publish(topic, {"text": "hi"}, source="visitor", user=alice)
+    anonymous = publish(topic, {"text": "hello"}, source="visitor")
+    assert '<span class="author">alice</span>' in by_alice.html
+    assert '<span class="author">visitor</span>' in anonymous.html
+
+
+def test_project_templates_override_the_apps(topic_factory, settings, tmp_path):
+    folder = tmp_path / "realtime" / "messages"
+    folder.mkdir(parents=True)
+    (folder / "default.html").write_text("<em>{{ data.text }}</em>")
+    settings.TEMPLATES = [
+        {**settings.TEMPLATES[0], "DIRS": [tmp_path, *settings.TEMPLATES[0]["DIRS"]]}
+    ]
+    message = publish(topic_factory(slug="anything"), {"text": "<i>"})
+    assert message.html == "<em>&lt;i&gt;</em>"
+
+
+def test_a_failing_template_stores_and_sends_the_message_without_html(
+    topic_factory, settings, tmp_path, caplog
+):
+    folder = tmp_path / "realtime" / "messages"
+    folder.mkdir(parents=True)
+    (folder / "broken.html").write_text("{% if %}")
+    (folder / "huge.html").write_text("{% for i in data %}{{ i }}{% endfor %}")
+    settings.TEMPLATES = [
+        {**settings.TEMPLATES[0], "DIRS": [tmp_path, *settings.TEMPLATES[0]["DIRS"]]}
+    ]
+    message = publish(topic_factory(slug="broken"), {"text": "still here"})
+    assert message.html == "" and "rendering broken#1 failed" in caplog.text
+    assert "html" not in json.loads(fanout.frame(message))
+    big = publish(topic_factory(slug="huge"), ["x" * 1000] * 30)
+    assert big.html == "" and Message.objects.filter(pk=big.pk).exists()
+    assert rendering.template_names("a") == [
+        "realtime/messages/a.html",
+        "realtime/messages/default.html",
+    ]
+
+
+async def test_live_frames_and_replays_carry_the_same_rendering(live_site):
+    site = live_site(scheduler=False)
+    origin = f"http://127.0.0.1:{site.port}"
+    async with connect(site.ws_url, subprotocols=["realtime.v1"], origin=origin) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "subscribe", "topic": "chat", "since": 0}))
+        assert json.loads(await ws.recv())["type"] == "subscribed"
+        await asyncio.to_thread(site.publish, "chat", json.dumps({"text": "<script>x</script>"}))
+        live = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert "&lt;script&gt;x&lt;/script&gt;" in live["html"] and "<script>" not in live["html"]
+    async with connect(site.ws_url, subprotocols=["realtime.v1"], origin=origin) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "subscribe", "topic": "chat", "since": 0}))
+        assert json.loads(await ws.recv())["type"] == "subscribed"
+        replayed = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert replayed["seq"] == live["seq"] and replayed["html"] == live["html"]
