@@ -6,6 +6,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
 
 from realtime.conf import realtime_settings
 from realtime.models import Message, Topic
@@ -21,6 +22,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "realtime/home.html", {"topics": topics})
 
 
+@ensure_csrf_cookie  # the JS client publishes over HTTP (with CSRF) when it runs on SSE
 def topic_detail(request: HttpRequest, slug: str) -> HttpResponse:
     topic = Topic.objects.enabled().filter(slug=slug).first()
     if topic is None:

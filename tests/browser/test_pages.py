@@ -130,3 +130,20 @@ def test_console_sends_a_raw_frame_and_shows_the_answer(site, new_page):
     expect(page.locator("#console-log li.in").first).to_contain_text("bad_json")
     page.click("#console-disconnect")
     expect(page.locator("#console-state")).to_have_text("closed (1000)")
+
+
+def test_pages_go_live_over_sse_when_websockets_are_blocked(site, new_page):
+    """Every WebSocket to /ws/ is closed before its welcome (as by a proxy that blocks them):
+    the client falls back to Server-Sent Events, receives live messages, and publishes over
+    HTTP with CSRF, on the same page without any change."""
+    page = new_page()
+    page.route_web_socket("**/ws/", lambda ws: ws.close())
+    live(page, site.url + "/topics/chat/")
+    assert page.evaluate("window.realtimeConsumer.mode") == "sse"
+    site.publish("chat", json.dumps({"text": "pushed over sse"}))
+    expect(page.locator("#stream li").first).to_contain_text("pushed over sse")
+    page.fill("#publish-text", "written over http")
+    page.click("#publish-form button")
+    expect(page.locator("#publish-result")).to_have_text("published as #2")
+    expect(page.locator("#stream li").first).to_contain_text("written over http")
+    expect(page.locator("#stream li")).to_have_count(2)

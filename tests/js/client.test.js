@@ -4,7 +4,7 @@ import { test } from "node:test";
 import { Backoff } from "../../realtime/static/realtime/client/backoff.js";
 import { Consumer, Status } from "../../realtime/static/realtime/client/consumer.js";
 import { socketUrl } from "../../realtime/static/realtime/client/protocol.js";
-import { FakeClock, fakeWebSocketClass } from "./fakes.js";
+import { FakeClock, fakeEventSourceClass, fakeWebSocketClass } from "./fakes.js";
 
 function setup(options = {}) {
   const clock = new FakeClock();
@@ -239,4 +239,104 @@ test("disconnect closes for good: no reconnect", () => {
   assert.equal(consumer.status, Status.OFFLINE);
   clock.advance(120000);
   assert.equal(WebSocket.instances.length, 1);
+});
+
+function sseSetup(options = {}) {
+  const EventSource = fakeEventSourceClass();
+  const requests = [];
+  const answers = [];
+  const fetch = async (url, init) => {
+    requests.push({ url, ...init, body: JSON.parse(init.body) });
+    const answer = answers.shift() ?? { status: 201, body: { topic: "chat", seq: requests.length } };
+    if (answer.fail) throw new TypeError("network");
+    return { status: answer.status, json: async () => answer.body };
+  };
+  const made = setup({ EventSource, fetch, base: "http://site/page", fallbackAfter: 2,
+    websocketRetry: 60000, document: { cookie: "a=1; csrftoken=tok%3D" }, ...options });
+  return { ...made, EventSource, requests, answers, source: () => EventSource.instances.at(-1) };
+}
+
+test("auto falls back to Server-Sent Events after two failed sockets, resuming each topic", () => {
+  const { consumer, socket, EventSource, source, clock, WebSocket, statuses } = sseSetup();
+  const got = [];
+  const chat = consumer.subscribe("chat", { onMessage: (data) => got.push(data) });
+  chat.lastSeq = 4;
+  consumer.subscribe("news");
+  socket().serverClose(); // closed before any welcome: blocked
+  clock.advance(60000);
+  assert.equal(EventSource.instances.length, 0);
+  socket().serverClose();
+  assert.equal(consumer.mode, "sse");
+  assert.equal(source().url, "http://site/events/?topic=chat&topic=news&since=chat%3A4");
+  source().open();
+  assert.equal(consumer.status, "live");
+  source().emit("message", { type: "message", topic: "chat", seq: 5, data: "five" });
+  source().emit("message", { type: "message", topic: "chat", seq: 5, data: "five" }); // dup
+  assert.deepEqual(got, ["five"]);
+  source().emit("error"); // a drop: the browser reconnects by itself
+  assert.equal(consumer.status, "reconnecting");
+  const sockets = WebSocket.instances.length;
+  clock.advance(60000); // WebSockets are tried again later
+  assert.equal(WebSocket.instances.length, sockets + 1);
+  assert.equal(consumer.mode, "websocket");
+  assert.ok(source().closed);
+  assert.ok(statuses.includes("live"));
+});
+
+test("with transport sse, topic changes reopen the stream once", async () => {
+  const { consumer, EventSource, source } = sseSetup({ transport: "sse" });
+  assert.equal(EventSource.instances.length, 0); // nothing subscribed yet
+  consumer.subscribe("a");
+  consumer.subscribe("b");
+  await Promise.resolve();
+  assert.equal(EventSource.instances.length, 1);
+  assert.equal(source().url, "http://site/events/?topic=a&topic=b");
+  consumer.subscriptions.get("a").unsubscribe();
+  await Promise.resolve();
+  assert.equal(source().url, "http://site/events/?topic=b");
+  assert.ok(EventSource.instances[0].closed);
+});
+
+test("over SSE, publish goes over HTTP with CSRF and the key; refusals reject", async () => {
+  const { consumer, requests, answers, source } = sseSetup({ transport: "sse",
+    newKey: () => "key-1" });
+  const sub = consumer.subscribe("chat");
+  await Promise.resolve();
+  source().open();
+  const answer = await sub.publish({ text: "hi" });
+  assert.deepEqual(answer, { type: "published", topic: "chat", seq: 1 });
+  assert.equal(requests[0].url, "http://site/api/v1/topics/chat/messages");
+  assert.equal(requests[0].headers["X-CSRFToken"], "tok=");
+  assert.equal(requests[0].headers["Idempotency-Key"], "key-1");
+  assert.deepEqual(requests[0].body, { data: { text: "hi" } });
+  answers.push({ status: 403, body: { error: "forbidden", message: "no" } });
+  await assert.rejects(sub.publish(1), (err) => err.code === "forbidden");
+});
+
+test("over SSE, a publish that did not get through is sent again with its key", async () => {
+  const { consumer, requests, answers, clock, source } = sseSetup({ transport: "sse" });
+  const sub = consumer.subscribe("chat");
+  await Promise.resolve();
+  source().open();
+  answers.push({ fail: true });
+  const pending = sub.publish("x");
+  await new Promise((r) => setTimeout(r, 0));
+  clock.advance(1000);
+  const answer = await pending;
+  assert.equal(requests.length, 2);
+  assert.equal(requests[0].headers["Idempotency-Key"], requests[1].headers["Idempotency-Key"]);
+  assert.equal(answer.seq, 2);
+});
+
+test("a stream the server ended (session over) is not reopened", async () => {
+  const { consumer, source } = sseSetup({ transport: "sse" });
+  const refusals = [];
+  consumer.on("refused", (body) => refusals.push(body.error));
+  consumer.subscribe("chat");
+  await Promise.resolve();
+  source().open();
+  source().emit("error", { error: "unauthorized", message: "the session ended" });
+  assert.deepEqual(refusals, ["unauthorized"]);
+  assert.ok(source().closed);
+  assert.equal(consumer.status, "offline");
 });

@@ -73,3 +73,33 @@ export function fakeWebSocketClass() {
   }
   return FakeWebSocket;
 }
+
+// An EventSource the test drives by hand.
+export function fakeEventSourceClass() {
+  class FakeEventSource {
+    static instances = [];
+    constructor(url, options) {
+      this.url = url;
+      this.options = options;
+      this.listeners = new Map();
+      this.closed = false;
+      FakeEventSource.instances.push(this);
+    }
+    addEventListener(type, listener) {
+      if (!this.listeners.has(type)) this.listeners.set(type, []);
+      this.listeners.get(type).push(listener);
+    }
+    close() {
+      this.closed = true;
+    }
+    // --- driven by the test
+    open() {
+      this.onopen?.({});
+    }
+    emit(type, frame) {
+      const event = frame === undefined ? {} : { data: JSON.stringify(frame) };
+      for (const listener of this.listeners.get(type) ?? []) listener(event);
+    }
+  }
+  return FakeEventSource;
+}

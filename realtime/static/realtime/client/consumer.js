@@ -1,8 +1,11 @@
-// The consumer owns the WebSocket: connects with realtime.v1, reconnects with backoff and
-// jitter (at once when the browser comes back online or the tab becomes visible), hands
-// frames to the subscriptions, and matches answers to requests by id.
+// The consumer owns the connection: a WebSocket with realtime.v1, reconnected with backoff and
+// jitter (at once when the browser comes back online or the tab becomes visible); it hands
+// frames to the subscriptions and matches answers to requests by id. With `transport: "auto"`
+// (the default) it falls back to Server-Sent Events (event_stream.js) when a WebSocket cannot
+// be opened twice in a row, and tries WebSockets again later; "websocket" and "sse" force one.
 import { Backoff } from "./backoff.js";
 import { ConnectionMonitor } from "./connection_monitor.js";
+import { EventStreamTransport } from "./event_stream.js";
 import { FrameType, PROTOCOL, socketUrl } from "./protocol.js";
 import { Subscriptions } from "./subscriptions.js";
 
@@ -47,6 +50,13 @@ export class Consumer {
     this.publishes = new Map(); // idempotency key → a publish waiting for its answer
     this.publishTimeout = options.publishTimeout ?? 30000;
     this.newKey = options.newKey ?? newKey;
+    this.transport = options.transport ?? "auto";
+    this.mode = this.transport === "sse" ? "sse" : "websocket";
+    this.events = new EventStreamTransport(this, options);
+    this.failedOpens = 0; // WebSockets closed before their welcome, in a row
+    this.fallbackAfter = options.fallbackAfter ?? 2;
+    this.websocketRetry = options.websocketRetry ?? 60000;
+    this.retryTimer = null;
     this.listeners = new Map();
     this.socket = null;
     this.status = Status.OFFLINE;
@@ -87,6 +97,13 @@ export class Consumer {
       this.env?.addEventListener?.("offline", this.onOffline);
       this.document?.addEventListener?.("visibilitychange", this.onVisible);
     }
+    if (this.mode === "sse") {
+      if (!this.events.source && this.status !== Status.LIVE) {
+        if (this.status !== Status.RECONNECTING) this.setStatus(Status.CONNECTING);
+        this.events.open();
+      }
+      return this;
+    }
     if (this.socket) return this;
     this.clearReconnect();
     if (this.status !== Status.RECONNECTING) this.setStatus(Status.CONNECTING);
@@ -110,6 +127,9 @@ export class Consumer {
     this.env?.removeEventListener?.("offline", this.onOffline);
     this.document?.removeEventListener?.("visibilitychange", this.onVisible);
     this.dropSocket(1000);
+    this.events.close();
+    if (this.retryTimer !== null) this.clock.clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     this.setStatus(Status.OFFLINE);
   }
 
@@ -121,7 +141,7 @@ export class Consumer {
 
   // The network or the tab came back: connect now unless live already.
   reconnectSoon() {
-    if (this.stopped || this.status === Status.LIVE) return;
+    if (this.stopped || this.status === Status.LIVE || this.mode === "sse") return;
     this.dropSocket(4000, "retry");
     this.clearReconnect();
     this.connect();
@@ -145,9 +165,51 @@ export class Consumer {
   }
 
   closed(event) {
+    const welcomed = this.welcome !== null;
     this.emit("close", event);
     this.dropSocket();
-    if (!this.stopped) this.scheduleReconnect();
+    if (this.stopped) return;
+    this.failedOpens = welcomed ? 0 : this.failedOpens + 1;
+    const fallback = this.transport === "auto" && this.events.available;
+    if (fallback && this.failedOpens >= this.fallbackAfter) {
+      this.useEventStream();
+      return;
+    }
+    this.scheduleReconnect();
+  }
+
+  // --- the Server-Sent Events fallback
+  useEventStream() {
+    this.mode = "sse";
+    this.clearReconnect();
+    this.emit("transport", "sse");
+    this.events.open();
+    this.retryTimer = this.clock.setTimeout(() => this.tryWebSocketAgain(), this.websocketRetry);
+  }
+
+  tryWebSocketAgain() {
+    this.retryTimer = null;
+    if (this.stopped || this.mode !== "sse") return;
+    this.mode = "websocket";
+    this.failedOpens = 0;
+    this.events.close();
+    this.emit("transport", "websocket");
+    this.setStatus(Status.RECONNECTING);
+    this.connect();
+  }
+
+  streamOpened() {
+    this.setStatus(Status.LIVE);
+    for (const entry of this.publishes.values()) if (!entry.inflight) this.sendPublish(entry);
+  }
+
+  streamInterrupted() {
+    this.setStatus(Status.RECONNECTING);
+  }
+
+  streamRefused(body) {
+    this.emit("refused", body);
+    this.setStatus(Status.OFFLINE);
   }
 
   scheduleReconnect() {
@@ -168,6 +230,13 @@ export class Consumer {
 
   // --- frames
   send(frame) {
+    if (this.mode === "sse") {
+      // The event stream names its topics in its URL: open it again with the new set.
+      if (frame.type === FrameType.SUBSCRIBE || frame.type === FrameType.UNSUBSCRIBE) {
+        this.events.reopenSoon();
+      }
+      return false;
+    }
     if (!this.socket || this.socket.readyState !== OPEN || !this.welcome) return false;
     const text = JSON.stringify(frame);
     this.socket.send(text);
@@ -211,6 +280,10 @@ export class Consumer {
   }
 
   sendPublish(entry) {
+    if (this.mode === "sse") {
+      this.sendPublishOverHttp(entry);
+      return;
+    }
     const id = this.nextId("publish");
     if (!this.send({ ...entry.frame, id })) return; // sent again once welcomed
     const finish = () => {
@@ -228,6 +301,31 @@ export class Consumer {
         entry.reject(error);
       },
     });
+  }
+
+  sendPublishOverHttp(entry) {
+    entry.inflight = true;
+    this.events.publish(entry.frame).then(
+      (frame) => {
+        this.clock.clearTimeout(entry.timer);
+        this.publishes.delete(entry.frame.key);
+        entry.resolve(frame);
+      },
+      (error) => {
+        entry.inflight = false;
+        if (!this.publishes.has(entry.frame.key)) return; // timed out meanwhile
+        if (error.code === "disconnected") {
+          // Sent again (same key) in a moment, or over the socket once it is back.
+          this.clock.setTimeout(() => {
+            if (this.publishes.has(entry.frame.key) && !entry.inflight) this.sendPublish(entry);
+          }, 1000);
+          return;
+        }
+        this.clock.clearTimeout(entry.timer);
+        this.publishes.delete(entry.frame.key);
+        entry.reject(new RealtimeError(error));
+      },
+    );
   }
 
   ping() {
@@ -274,6 +372,7 @@ export class Consumer {
 
   welcomed(frame) {
     this.welcome = frame;
+    this.failedOpens = 0;
     this.setStatus(Status.LIVE);
     this.emit("welcome", frame);
     this.monitor.start();
