@@ -172,8 +172,62 @@ class Client(asyncio.Protocol):
         return self.subscribed
 
 
+class SseClient(Client):
+    """The same client on Server-Sent Events: ``GET /events/?topic=<topic>`` (HTTP/1.0, so the
+    body is the raw event stream), ready once the ``subscribed`` event arrived; each
+    ``message`` event's data is the WebSocket frame, measured the same way."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        topic = json.loads(self.subscribe or "{}").get("topic", "")
+        transport.write(
+            f"GET /events/?topic={topic} HTTP/1.0\r\nHost: {self.host}\r\n"
+            f"Accept: text/event-stream\r\n\r\n".encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer
+        buf += data
+        if not self.handshaken:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 200" not in bytes(buf[:12]):
+                if not self.ready.done():
+                    self.ready.set_exception(ConnectionError(bytes(buf[:end]).decode()))
+                return
+            del buf[: end + 4]
+            self.handshaken = True
+        while True:
+            end = buf.find(b"\n\n")
+            if end < 0:
+                break
+            block = bytes(buf[:end])
+            del buf[: end + 2]
+            kind, payload = b"", b""
+            for line in block.split(b"\n"):
+                if line.startswith(b"event: "):
+                    kind = line[7:]
+                elif line.startswith(b"data: "):
+                    payload = line[6:]
+            if kind == b"message":
+                self.on_text(payload)
+            elif kind == b"subscribed" and not self.ready.done():
+                self.ready.set_result(True)
+
+    def send_subscribe(self) -> asyncio.Future:
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(True)  # the stream subscribed when it opened
+        return done
+
+
 async def open_clients(
-    urls: list[str], n: int, subscribe: str | None, stats: Stats, concurrency: int
+    urls: list[str],
+    n: int,
+    subscribe: str | None,
+    stats: Stats,
+    concurrency: int,
+    sse: bool = False,
 ) -> tuple[list[Client], float]:
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(concurrency)
@@ -184,7 +238,8 @@ async def open_clients(
         async with gate:
             ready = loop.create_future()
             origin = f"http://{url.hostname}:{url.port}"
-            client = Client(
+            kind = SseClient if sse else Client
+            client = kind(
                 f"{url.hostname}:{url.port}", url.path or "/", origin, subscribe, stats, ready
             )
             for attempt in range(5):
@@ -230,6 +285,9 @@ async def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument(
+        "--sse", action="store_true", help="Server-Sent Events (/events/?topic=) instead"
+    )
+    parser.add_argument(
         "--hold",
         action="store_true",
         help="after ready, wait for a line on stdin and exit (memory runs)",
@@ -239,7 +297,7 @@ async def main() -> None:
     stats = Stats(args.clients, max(args.count, 1))
     subscribe = json.dumps({"type": "subscribe", "topic": args.topic}) if args.topic else None
     clients, open_seconds = await open_clients(
-        args.url, args.clients, subscribe, stats, args.concurrency
+        args.url, args.clients, subscribe, stats, args.concurrency, args.sse
     )
     subscribe_seconds = 0.0
     if subscribe is not None:

@@ -154,6 +154,7 @@ def write_report(results: dict, out: Path) -> None:
     ]
     lines += workers_section(results.get("workers"))
     lines += harnesses_section(results.get("harnesses"))
+    lines += sse_section(results.get("sse"))
     lines += targets(results)
     notes = BENCH / "notes.md"  # hand-written findings, kept across regenerated reports
     if notes.exists():
@@ -182,6 +183,28 @@ def workers_section(found: dict | None) -> list[str]:
             f"{fmt(r['p50_ms'] if r['p50_ms'] is not None else float('nan'))} | "
             f"{fmt(r['p99_ms'] if r['p99_ms'] is not None else float('nan'))} | "
             f"{fmt(r['open_5000_seconds'], 2)} |"
+        )
+    return [*lines, ""]
+
+
+def sse_section(found: dict | None) -> list[str]:
+    if not found:
+        return []
+    lines = [
+        "## Server-Sent Events next to WebSockets",
+        "",
+        f"Run {found['date']} (`python bench/run.py --phase sse`) on {found['cpus']} CPUs: the"
+        " product, 1,000 subscribers of one topic (`/events/?topic=` or `/ws/`), 5 s per rate,"
+        " the Python load generator.",
+        "",
+        "| transport | msgs/s | offered/s | delivered/s | p50 ms | p99 ms | lost | dup |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in found["rows"]:
+        lines.append(
+            f"| {r['transport']} | {r['rate']:g} | {fmt(r['offered_per_s'], 0)} |"
+            f" {fmt(r['delivered_per_s'], 0)} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} |"
+            f" {r['lost']} | {r['duplicates']} |"
         )
     return [*lines, ""]
 

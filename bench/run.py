@@ -59,6 +59,7 @@ class Bench:
         self.workdir = workdir
         self.quick = quick
         self.loadgen_kind = loadgen
+        self.sse = False  # the Python load generator on Server-Sent Events
         self.env = dict(
             os.environ,
             DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}",
@@ -180,6 +181,8 @@ class Bench:
             args += ["--url", url]
         if topic is not None:
             args += ["--topic", topic]
+        if self.sse:
+            args.append("--sse")
         gen = subprocess.Popen(
             ["bash", "-c", "ulimit -n $(ulimit -Hn); exec " + shlex.join([*args, *extra])],
             env=self.env,
@@ -346,6 +349,19 @@ def workers_phase(bench: Bench) -> list[dict]:
     return rows
 
 
+def sse_phase(bench: Bench) -> list[dict]:
+    """1,000 Server-Sent Events subscribers at 20 and 40 msgs/s, next to the same on
+    WebSockets, in one run."""
+    rows = []
+    for transport in ("websocket", "sse"):
+        bench.sse = transport == "sse"
+        for rate in (20, 40):
+            r = bench.scenario("product", 1000, rate, 5)
+            rows.append({**r, "transport": transport})
+    bench.sse = False
+    return rows
+
+
 def harness_phase(bench: Bench) -> list[dict]:
     """The same scenarios from both load generators: product and raw at 20 and 100 msg/s to
     1,000 clients."""
@@ -365,7 +381,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--phase",
-        choices=("all", "workers", "harnesses"),
+        choices=("all", "workers", "harnesses", "sse"),
         default="all",
         help="workers: 1, 2, 4 workers on one port; harnesses: the Python and the Node.js "
         "load generators side by side. Both update results.json and RESULTS.md in place.",
@@ -393,7 +409,7 @@ def main() -> None:
         # Phases run on their own keep the others' figures (each records its own date).
         old = json.loads(previous.read_text())
         if args.phase == "all":
-            results.update({k: old[k] for k in ("workers", "harnesses") if k in old})
+            results.update({k: old[k] for k in ("workers", "harnesses", "sse") if k in old})
         else:
             results = old
     if args.loadgen == "node" or args.phase == "harnesses":
@@ -406,7 +422,12 @@ def main() -> None:
                 bench.start_servers()
                 if args.phase != "all":
                     print(f"== phase: {args.phase}", flush=True)
-                    rows = workers_phase(bench) if args.phase == "workers" else harness_phase(bench)
+                    phases = {
+                        "workers": workers_phase,
+                        "harnesses": harness_phase,
+                        "sse": sse_phase,
+                    }
+                    rows = phases[args.phase](bench)
                     results[args.phase] = {
                         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                         "cpus": os.cpu_count(),
