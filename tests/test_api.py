@@ -179,3 +179,23 @@ def test_tokens_command_refuses_what_it_cannot_do(site):
         assert done.returncode != 0 and message in done.stderr, (args, done.stderr)
     got = post(url(site), '{"data": 1}', {"Authorization": "Bearer " + "x" * 10})
     assert got[0] == 401
+
+
+@pytest.mark.django_db
+def test_the_admin_makes_a_token_and_shows_it_once(admin_client):
+    from realtime import tokens
+    from realtime.models import ApiToken
+
+    response = admin_client.post(
+        "/admin/realtime/apitoken/add/", {"name": "from-admin", "topics": []}, follow=True
+    )
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    secret = next(word for text in shown for word in text.split() if word.startswith("rt_"))
+    token = ApiToken.objects.get(name="from-admin")
+    assert token.token_hash == tokens.digest(secret) and secret not in token.token_hash
+    assert tokens.authenticate(secret) == token
+    token.refresh_from_db()
+    assert token.last_used_at is not None  # its use is recorded
+    page = admin_client.get(f"/admin/realtime/apitoken/{token.pk}/change/")
+    assert secret not in page.content.decode()  # never shown again

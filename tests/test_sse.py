@@ -115,3 +115,33 @@ def test_too_many_topics_and_wrong_method(site):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
     assert refused.value.code == 405
+
+
+MAKE_MEMBER = (
+    "from django.contrib.auth.models import Group, User\n"
+    "ann = User.objects.create_user('ann', password='ann-pass-123')\n"
+    "ann.groups.add(Group.objects.get(name='members'))\n"
+)
+
+
+def test_private_topics_need_the_session_and_logout_ends_the_stream(site):
+    from tests.helpers.browserless import Browserless
+
+    site.shell(MAKE_MEMBER)
+    browser = Browserless(site.url)
+    key = browser.login("ann", "ann-pass-123")
+    cookie = {"Cookie": f"sessionid={key}"}
+    stream = EventSourceClient(f"{site.url}/events/?topic=staff-room", cookie)
+    try:
+        assert stream.status == 200
+        assert stream.next()["event"] == "subscribed"
+        seq = publish(site, "staff-room", "members only")
+        (event,) = stream.messages(1)
+        assert event["data"]["seq"] == seq
+        browser.logout()
+        ended = stream.next()
+        assert ended["event"] == "error" and ended["data"]["error"] == "unauthorized"
+        with pytest.raises(ConnectionError):
+            stream.next()  # the stream ended
+    finally:
+        stream.close()
