@@ -15,8 +15,6 @@ from realtime.models import Message, Topic
 def home(request: HttpRequest) -> HttpResponse:
     latest = Message.objects.filter(topic=OuterRef("pk")).order_by("-seq")
     topics = Topic.objects.readable_by(request.user).annotate(
-        latest_data=Subquery(latest.values("data")[:1]),
-        latest_html=Subquery(latest.values("html")[:1]),
         latest_at=Subquery(latest.values("created_at")[:1]),
     )
     return render(request, "realtime/home.html", {"topics": topics})

@@ -22,6 +22,7 @@ function record(direction, text) {
   item.className = direction;
   const arrow = { in: "←", out: "→", event: "•" }[direction];
   item.textContent = `${new Date().toISOString().slice(11, 23)} ${arrow} ${text}`;
+  if (direction === "in" && text.startsWith('{"type":"error"')) item.classList.add("error-frame");
   log.prepend(item);
 }
 
@@ -42,6 +43,7 @@ function connect() {
 }
 
 connectButton.addEventListener("click", connect);
+document.getElementById("console-clear").addEventListener("click", () => log.replaceChildren());
 disconnectButton.addEventListener("click", () => socket?.close(1000));
 document.getElementById("console-form").addEventListener("submit", (event) => {
   event.preventDefault();

@@ -1,20 +1,16 @@
-// The home page: each listed topic's latest message, kept current.
-import { localizeTimes, messageBody, pageConsumer, timeText } from "./common.js";
+// The home page: each listed topic's latest message is a live region ({% live_topic %},
+// live.js); this script keeps the "Latest: #seq, time" line above each one current.
+import { agoText, timeText } from "./common.js";
+import "./live.js";
 
-localizeTimes(); // the server-rendered times, in the visitor's format
-const consumer = pageConsumer();
-for (const item of document.querySelectorAll("[data-topic]")) {
-  const subscription = consumer.subscribe(item.dataset.topic, {
-    onMessage(data, frame) {
-      item.querySelector(".latest").replaceChildren(messageBody(data, frame));
-      item.querySelector(".seq").textContent = `#${frame.seq}`;
-      const when = item.querySelector(".when");
-      when.dateTime = frame.ts;
-      when.textContent = timeText(frame.ts);
-      item.dataset.seq = frame.seq;
-    },
+for (const item of document.querySelectorAll("li.topic[data-topic]")) {
+  item.addEventListener("live:message", (event) => {
+    const frame = event.detail;
+    item.querySelector(".seq").textContent = `#${frame.seq}`;
+    const when = item.querySelector(".when");
+    when.dateTime = frame.ts;
+    when.textContent = timeText(frame.ts);
+    when.dataset.ago = agoText(frame.ts);
+    item.dataset.seq = frame.seq;
   });
-  // The page already shows the latest message: resume after it rather than replay the backlog.
-  const seq = Number(item.dataset.seq);
-  if (seq > 0) subscription.lastSeq = seq;
 }

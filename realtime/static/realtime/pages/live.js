@@ -1,0 +1,78 @@
+// Live regions: every element with data-live-topic (rendered by {% live_topic %}) is kept
+// current. One subscription per topic, resumed after the seq the server rendered at, so a
+// message published between the page's HTML and its subscribe arrives, once. New messages go
+// in order (newest first, or oldest first), trimmed to the region's limit; mode "replace"
+// shows only the latest. Each insert fires a "live:message" event on the region (detail: the
+// frame), for pages that show more (a count, a seq) around it.
+import { agoText, pageConsumer, timeText } from "./common.js";
+
+const consumer = pageConsumer();
+
+function item(frame, withMeta) {
+  const li = document.createElement("li");
+  li.dataset.seq = frame.seq;
+  li.className = "fresh";
+  if (withMeta) {
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const seq = document.createElement("span");
+    seq.className = "seq";
+    seq.textContent = `#${frame.seq}`;
+    const when = document.createElement("time");
+    when.dateTime = frame.ts;
+    when.textContent = timeText(frame.ts);
+    when.dataset.ago = agoText(frame.ts);
+    meta.append(seq, " ", when);
+    li.append(meta);
+  }
+  const body = document.createElement(frame.html ? "div" : "pre");
+  body.className = frame.html ? "data rendered" : "data";
+  if (frame.html) body.innerHTML = frame.html; // rendered and escaped by the server
+  else body.textContent = typeof frame.data === "string" ? frame.data : JSON.stringify(frame.data, null, 2);
+  for (const time of body.querySelectorAll("time[datetime]")) {
+    time.textContent = timeText(time.dateTime);
+    time.dataset.ago = agoText(time.dateTime);
+  }
+  li.append(body);
+  return li;
+}
+
+function insert(region, frame) {
+  const seqs = [...region.children].map((li) => Number(li.dataset.seq)).filter((n) => n > 0);
+  if (seqs.includes(frame.seq)) return; // already shown (rendered, or another region's resume)
+  region.querySelector(":scope > li.empty")?.remove();
+  const li = item(frame, region.dataset.meta !== "0");
+  const limit = Number(region.dataset.limit) || 10;
+  if (region.dataset.mode === "replace") {
+    region.replaceChildren(li);
+  } else if (region.dataset.order === "oldest-first") {
+    region.append(li);
+    while (region.children.length > limit) region.firstElementChild.remove();
+  } else {
+    region.prepend(li);
+    while (region.children.length > limit) region.lastElementChild.remove();
+  }
+  region.dispatchEvent(new CustomEvent("live:message", { detail: frame, bubbles: true }));
+}
+
+const regionsByTopic = new Map();
+for (const region of document.querySelectorAll("[data-live-topic]")) {
+  if (region.dataset.liveBound) continue;
+  region.dataset.liveBound = "1";
+  const topic = region.dataset.liveTopic;
+  if (!regionsByTopic.has(topic)) regionsByTopic.set(topic, []);
+  regionsByTopic.get(topic).push(region);
+}
+for (const [topic, regions] of regionsByTopic) {
+  const subscription = consumer.subscribe(topic, {
+    onMessage(data, frame) {
+      for (const region of regions) insert(region, frame);
+    },
+    onReset() {
+      for (const region of regions) region.replaceChildren();
+    },
+  });
+  // Resume after what the server rendered: the lowest seq among the topic's regions.
+  const rendered = Math.min(...regions.map((r) => Number(r.dataset.seq) || 0));
+  if (rendered > 0) subscription.lastSeq = rendered;
+}
