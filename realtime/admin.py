@@ -41,7 +41,12 @@ class DataField(forms.JSONField):
 class MessageForm(forms.ModelForm):
     """The admin's "Add message": data is checked like every other entry point."""
 
-    data = DataField(help_text='JSON, for example {"title": "Hello", "body": "…"}')
+    data = DataField(
+        initial=dict,
+        help_text='JSON. For example, on news: {"title": "Hello", "body": "The site is live."}; '
+        'on chat: {"text": "Hi"}. It is shown rendered by the topic\'s template '
+        "(realtime/messages/SLUG.html) and sent to every subscriber when you save.",
+    )
 
     class Meta:
         model = Message
@@ -66,6 +71,7 @@ class TopicAdmin(admin.ModelAdmin):
         "enabled",
         "last_seq",
         "message_count",
+        "watching",
         "backlog",
         "retention",
     )
@@ -85,6 +91,62 @@ class TopicAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_message_count=Count("messages"))
+
+    def changelist_view(self, request, extra_context=None):
+        try:  # one Redis scan for the whole list, not one per row
+            self._watching = fanout.subscriber_counts()
+        except Exception:  # Redis away: the list still works
+            self._watching = None
+        extra_context = {**(extra_context or {}), "status_url": "status/"}
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="watching now")
+    def watching(self, obj: Topic) -> str:
+        counts = getattr(self, "_watching", None)
+        value = "?" if counts is None else counts.get(obj.slug, 0)
+        return format_html('<span class="watching" data-watching="{}">{}</span>', obj.slug, value)
+
+    def get_urls(self):
+        from django.urls import path
+
+        own = [
+            path("status/", self.admin_site.admin_view(self.status_view), name="realtime_status"),
+            path(
+                "status.json",
+                self.admin_site.admin_view(self.status_json),
+                name="realtime_status_json",
+            ),
+            path(
+                "presence.json",
+                self.admin_site.admin_view(self.presence_json),
+                name="realtime_presence_json",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def status_view(self, request):
+        from django.template.response import TemplateResponse
+
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Realtime status",
+            "opts": self.model._meta,
+            "snapshot": status_snapshot(),
+        }
+        return TemplateResponse(request, "admin/realtime/status.html", context)
+
+    def status_json(self, request):
+        from django.http import JsonResponse
+
+        return JsonResponse(status_snapshot())
+
+    def presence_json(self, request):
+        from django.http import JsonResponse
+
+        try:
+            return JsonResponse({"topics": fanout.subscriber_counts()})
+        except Exception as exc:
+            return JsonResponse({"error": f"Redis: {exc}"}, status=503)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = dict(extra_context or {})
@@ -146,11 +208,48 @@ class TopicAdmin(admin.ModelAdmin):
         )
 
 
+def status_snapshot() -> dict[str, Any]:
+    """What the "Realtime status" page shows: every live server process (from Redis), what
+    the database holds and the scheduler's last tick. Counters are cumulative; the page turns
+    them into rates."""
+    from datetime import timedelta
+
+    now = timezone.now()
+    snapshot: dict[str, Any] = {"time": now.isoformat()}
+    try:
+        processes = fanout.hub_stats()
+        tick = fanout.last_tick()
+        snapshot["redis"] = "ok"
+    except Exception as exc:
+        processes, tick = [], None
+        snapshot["redis"] = f"unreachable: {type(exc).__name__}"
+    snapshot["processes"] = processes
+    snapshot["totals"] = {
+        name: sum(p[name] for p in processes) for name in ("connections", "subscriptions", "frames")
+    }
+    snapshot["published_last_10s"] = Message.objects.filter(
+        created_at__gte=now - timedelta(seconds=10)
+    ).count()
+    snapshot["messages"] = Message.objects.count()
+    snapshot["outbox_pending"] = Message.objects.filter(fanned_out_at__isnull=True).count()
+    snapshot["scheduler"] = tick
+    return snapshot
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     """Messages are immutable once published: add goes through ``publish()``, no edits."""
 
-    list_display = ("__str__", "topic", "seq", "source", "author", "created_at", "delivered")
+    list_display = (
+        "__str__",
+        "topic",
+        "seq",
+        "source",
+        "data_preview",
+        "author",
+        "created_at",
+        "delivered",
+    )
     list_filter = ("source", "topic", ("fanned_out_at", admin.EmptyFieldListFilter))
     search_fields = ("topic__slug", "data")
     list_select_related = ("topic", "author")
@@ -167,13 +266,41 @@ class MessageAdmin(admin.ModelAdmin):
     def data_json(self, obj: Message) -> str:
         return preview(obj.data, limit=10_000)
 
+    @admin.display(description="data")
+    def data_preview(self, obj: Message) -> str:
+        text = preview(obj.data, limit=90)
+        return format_html("<code>{}</code>", text + ("…" if len(text) >= 90 else ""))
+
+    @admin.display(description="as visitors see it")
+    def rendered(self, obj: Message) -> str:
+        from django.utils.safestring import mark_safe
+
+        if not obj.html:
+            return "(no rendering: stored before templates, or its template failed)"
+        # Rendered by the topic's template with autoescaping when it was stored.
+        return mark_safe(f'<div class="realtime-rendered">{obj.html}</div>')  # noqa: S308
+
     def get_readonly_fields(self, request, obj=None):
         if obj is not None:
-            return ("topic", "seq", "data_json", "source", "author", "created_at", "fanned_out_at")
+            return (
+                "topic",
+                "seq",
+                "rendered",
+                "data_json",
+                "source",
+                "origin",
+                "author",
+                "created_at",
+                "fanned_out_at",
+            )
         return ()
 
     def get_fields(self, request, obj=None):
         return self.get_readonly_fields(request, obj) or self.fields
+
+    def get_changeform_initial_data(self, request):
+        # An empty object to fill in (the model's default would show "null").
+        return {"data": {}, **super().get_changeform_initial_data(request)}
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "topic":

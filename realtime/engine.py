@@ -72,6 +72,7 @@ class Hub:
         self.task: asyncio.Task | None = None
         self.presence_task: asyncio.Task | None = None
         self.subscribes = 0  # successful (re)subscriptions to Redis
+        self.delivered = 0  # frames written by the live fan-out (the admin's status page)
         # Latest seq per topic, kept from the stream once seeded from the database while
         # subscribed (``seed``); cleared whenever the subscription is re-established.
         self.heads: dict[str, int] = {}
@@ -135,6 +136,17 @@ class Hub:
         counts = {slug: len(subs) for slug, subs in self.topics.items()}
         counts["_connections"] = len(self.connections)
         return counts
+
+    def stats(self) -> dict[str, Any]:
+        """This hub's figures for the admin's status page."""
+        return {
+            "pid": os.getpid(),
+            "host": os.uname().nodename,
+            "connections": len(self.connections),
+            "subscriptions": sum(len(s) for s in self.topics.values()),
+            "frames": self.delivered,
+            "state": "subscribed" if self.ready.is_set() else "resyncing",
+        }
 
     async def wait_ready(self, timeout: float) -> bool:
         """Wait until the pub/sub subscription is active (True), or give up (False)."""
@@ -286,6 +298,7 @@ class Hub:
                 logger.exception("delivering %s#%s failed on one connection", slug, seq)
         local.frames += sent
         local.latency_sum += latency_sum
+        self.delivered += sent
 
     def _heads_message(self, data: bytes) -> None:
         try:
@@ -321,6 +334,7 @@ class Hub:
 
     async def _presence(self) -> None:
         key = keys.presence_key(self.prefix, self.id)
+        stats_key = keys.hub_stats_key(self.prefix, self.id)
         client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2)
         try:
             while True:
@@ -332,6 +346,7 @@ class Hub:
                         await fanout.write_presence(client, key, self.counts(), PRESENCE_TTL)
                     else:
                         await client.expire(key, PRESENCE_TTL)
+                    await fanout.write_hub_stats(client, stats_key, self.stats(), PRESENCE_TTL)
                 except Exception:
                     self._presence_dirty = True
         finally:

@@ -253,6 +253,58 @@ async def write_presence(aclient: Any, key: str, counts: dict[str, int], ttl: in
     await pipe.execute()
 
 
+async def write_hub_stats(aclient: Any, key: str, stats: dict[str, Any], ttl: int) -> None:
+    pipe = aclient.pipeline(transaction=True)
+    pipe.hset(key, mapping={k: str(v) for k, v in stats.items()})
+    pipe.expire(key, ttl)
+    await pipe.execute()
+
+
+def hub_stats() -> list[dict[str, Any]]:
+    """Every live hub's figures (``Hub.stats``), read from Redis."""
+    _, prefix = keys.redis_config()
+    found = client()
+    hubs = []
+    for key in found.scan_iter(match=keys.hub_stats_key(prefix, "*"), count=500):
+        raw = {k.decode(): v.decode() for k, v in found.hgetall(key).items()}
+        if raw:
+            hub = key.decode().rsplit(":", 1)[-1]
+            hubs.append({"hub": hub, **raw})
+    for hub in hubs:
+        for name in ("pid", "connections", "subscriptions", "frames"):
+            hub[name] = int(hub.get(name, 0))
+    return sorted(hubs, key=lambda h: (h.get("host", ""), h["pid"]))
+
+
+def subscriber_counts() -> dict[str, int]:
+    """Connections subscribed to each topic now, over every live process."""
+    _, prefix = keys.redis_config()
+    found = client()
+    totals: dict[str, int] = {}
+    for key in found.scan_iter(match=keys.presence_key(prefix, "*"), count=500):
+        for field, value in found.hgetall(key).items():
+            name = field.decode()
+            if not name.startswith("_"):
+                totals[name] = totals.get(name, 0) + int(value)
+    return totals
+
+
+def record_tick(owner: str) -> None:
+    """The active scheduler finished a tick (for the admin's status page)."""
+    _, prefix = keys.redis_config()
+    client().set(
+        keys.scheduler_tick_key(prefix),
+        json.dumps({"owner": owner, "at": timezone.now().isoformat()}),
+        ex=120,
+    )
+
+
+def last_tick() -> dict[str, Any] | None:
+    _, prefix = keys.redis_config()
+    raw = client().get(keys.scheduler_tick_key(prefix))
+    return json.loads(raw) if raw else None
+
+
 def subscriber_count(slug: str) -> int:
     """Connections subscribed to ``slug`` now, over every live process (presence in Redis)."""
     _, prefix = keys.redis_config()

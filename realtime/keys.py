@@ -43,6 +43,16 @@ def presence_key(prefix: str, hub_id: str) -> str:
     return f"{prefix}:rt:presence:{hub_id}"
 
 
+def hub_stats_key(prefix: str, hub_id: str) -> str:
+    """Hash of one hub's figures for the admin's status page (expires unless renewed)."""
+    return f"{prefix}:rt:hubstats:{hub_id}"
+
+
+def scheduler_tick_key(prefix: str) -> str:
+    """When the active scheduler last finished a tick (ISO time), and who it is."""
+    return f"{prefix}:rt:scheduler-tick"
+
+
 def scheduler_lock_key(prefix: str) -> str:
     return f"{prefix}:rt:scheduler-lock"
 

@@ -113,6 +113,11 @@ class Topic(models.Model):
     def __str__(self) -> str:
         return self.title or self.slug
 
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("realtime:topic", args=[self.slug])
+
     @property
     def is_state(self) -> bool:
         return self.kind == TopicKind.STATE

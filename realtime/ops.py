@@ -37,8 +37,14 @@ class OpsEndpoints:
     def __init__(self, app: Any):
         self.app = app
         self.last_ready: bool | None = None
+        self.hub_started = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if not self.hub_started:
+            # The process's first request starts its hub (Redis subscription, presence and
+            # status reports), so a worker is subscribed and visible before it has sockets.
+            self.hub_started = True
+            engine.hub().start()
         if scope["type"] != "http" or scope["path"] not in PATHS:
             return await self.app(scope, receive, send)
         if scope["method"] not in ("GET", "HEAD"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -155,6 +156,8 @@ class Scheduler:
                 if lock is None or active:
                     await self.tick()
                     metrics.TICKS.labels("ok").inc()
+                    owner = lock.owner if lock is not None else f"pid {os.getpid()}"
+                    await sync_to_async(fanout.record_tick, thread_sensitive=False)(owner)
                     metrics.LAST_TICK.set(time.time())
                 if failures:
                     logger.info("scheduler recovered after %d failed tick(s)", failures)

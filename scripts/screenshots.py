@@ -1,5 +1,6 @@
 """Take the README's screenshots (1280x800, Debian's Chromium via Playwright) of a live site:
-the home page, a topic page and the console. Run: .venv/bin/python scripts/screenshots.py"""
+the home page, a topic page, the console, the admin's topic page and its "Realtime status"
+page. Run: .venv/bin/python scripts/screenshots.py"""
 
 from __future__ import annotations
 
@@ -30,7 +31,19 @@ def main() -> None:
     ):
         site = Site(Path(tmp), redis.url, REALTIME=json.dumps({"SCHEDULER_TICK": 0.5})).start()
         try:
-            site.publish("news", json.dumps({"title": "Release 1.0", "body": "It is out."}))
+            site.shell(
+                "from django.contrib.auth.models import User\n"
+                "User.objects.create_superuser('admin', 'a@example.com', 'admin-pass-123')\n"
+            )
+            site.publish(
+                "news",
+                json.dumps(
+                    {
+                        "title": "Release 1.0 is out",
+                        "body": "Live regions, rendered messages, Server-Sent Events.",
+                    }
+                ),
+            )
             for text in ("Hello!", "Anyone here?", "Yes, live from another tab."):
                 site.publish("chat", json.dumps({"text": text}))
             with sync_playwright() as p:
@@ -38,11 +51,29 @@ def main() -> None:
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
                 page.goto(site.url + "/")
                 expect(page.locator("#status")).to_have_text("live")
-                expect(page.locator('[data-topic="clock"] .latest')).to_contain_text("epoch")
+                expect(page.locator('[data-topic="clock"] .latest time.clock')).to_have_count(1)
                 page.screenshot(path=OUT / "home.png")
                 page.goto(site.url + "/topics/chat/")
                 expect(page.locator("#stream li")).to_have_count(3)
                 page.screenshot(path=OUT / "topic.png")
+                visitor = browser.new_page(viewport={"width": 1280, "height": 800})
+                visitor.goto(site.url + "/topics/news/")  # someone watching news
+                admin = browser.new_page(viewport={"width": 1280, "height": 800})
+                admin.goto(site.url + "/admin/login/")
+                admin.fill("#id_username", "admin")
+                admin.fill("#id_password", "admin-pass-123")
+                admin.click("input[type=submit]")
+                admin.goto(site.url + "/admin/realtime/topic/")
+                admin.get_by_role("link", name="news", exact=True).first.click()
+                expect(admin.locator("#status")).to_have_text("live")
+                expect(admin.locator("#subscriber-count")).not_to_have_text("0", timeout=10000)
+                admin.screenshot(path=OUT / "admin-topic.png")
+                admin.goto(site.url + "/admin/realtime/topic/status/")
+                for i in range(12):  # a minute of activity for the sparklines
+                    site.publish("chat", json.dumps({"text": f"message {i}"}))
+                    admin.wait_for_timeout(500)
+                expect(admin.locator("#spark-frames polyline")).to_have_count(1)
+                admin.screenshot(path=OUT / "status.png")
                 page.goto(site.url + "/console/")
                 expect(page.locator("#console-state")).to_have_text("open")
                 page.fill("#console-frame", '{"type": "subscribe", "topic": "news", "id": 1}')

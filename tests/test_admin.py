@@ -128,5 +128,63 @@ async def test_topic_page_shows_live_view_and_subscribed_connections(staff_clien
         await database_sync_to_async(staff_client.get)(f"/admin/realtime/topic/{topic.pk}/change/")
     ).content.decode()
     assert 'id="topic-page" data-topic="news"' in page
-    assert "realtime/pages/topic.js" in page
-    assert "Subscribed connections now: <strong>1</strong>" in page
+    assert "realtime/pages/admin.js" in page and 'data-live-topic="news"' in page
+    assert 'data-watching="news">1</strong>' in page
+    # The live panel comes before the form's fields; links to the site and the console.
+    assert page.index('id="topic-page"') < page.index('name="slug"')
+    assert "View on site" in page and 'href="/console/?topic=news"' in page
+    presence = await database_sync_to_async(staff_client.get)("/admin/realtime/topic/presence.json")
+    assert presence.json() == {"topics": {"news": 1}}
+
+
+def test_message_list_previews_data_and_add_starts_from_an_empty_object(staff_client):
+    from realtime.outbox import publish
+
+    topic = Topic.objects.create(slug="news", title="News")
+    message = publish(topic, {"title": "Preview <me>", "body": "x" * 200})
+    listing = staff_client.get("/admin/realtime/message/?source__exact=api").content.decode()
+    assert "Preview &lt;me&gt;" in listing and "…" in listing  # the data, cut short
+    add = staff_client.get("/admin/realtime/message/add/").content.decode()
+    assert "\n{}</textarea>" in add and "null</textarea>" not in add
+    assert "realtime/messages/SLUG.html" in add  # the help text explains rendering
+    view = staff_client.get(f"/admin/realtime/message/{message.pk}/change/").content.decode()
+    assert "as visitors see it" in view.lower() and '<article class="message message-news">' in view
+    assert "Preview &lt;me&gt;" in view and "Preview <me>" not in view
+
+
+def test_the_status_page_is_for_staff_and_reports_every_process(staff_client, settings):
+    import time
+
+    from realtime import fanout, keys
+    from realtime.outbox import publish
+
+    topic = Topic.objects.create(slug="news")
+    publish(topic, 1)
+    _, prefix = keys.redis_config()
+    fanout.client().hset(
+        keys.hub_stats_key(prefix, "9-abc"),
+        mapping={
+            "pid": 9,
+            "host": "web1",
+            "connections": 3,
+            "subscriptions": 4,
+            "frames": 50,
+            "state": "subscribed",
+        },
+    )
+    fanout.record_tick("web1:77:xyz")
+    page = staff_client.get("/admin/realtime/topic/status/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Realtime status" in text and "web1" in text and "spark-frames" in text
+    data = staff_client.get("/admin/realtime/topic/status.json").json()
+    assert data["redis"] == "ok" and data["outbox_pending"] in (0, 1)
+    assert {"host": "web1", "pid": 9, "connections": 3}.items() <= data["processes"][0].items()
+    assert data["totals"]["subscriptions"] >= 4 and data["published_last_10s"] == 1
+    assert data["scheduler"]["owner"] == "web1:77:xyz"
+    assert (
+        time.time() - 60 < __import__("datetime").datetime.fromisoformat(data["time"]).timestamp()
+    )
+    visitor = Client()
+    assert visitor.get("/admin/realtime/topic/status.json").status_code == 302  # to the login
+    assert "Realtime status" in staff_client.get("/admin/").content.decode()  # linked

@@ -60,5 +60,7 @@ for (const example of document.querySelectorAll(".example")) {
     input.focus();
   });
 }
+const asked = new URLSearchParams(location.search).get("topic");
+if (asked) input.value = JSON.stringify({ type: "subscribe", topic: asked, since: 0 });
 setState("closed", "offline");
 connect();
