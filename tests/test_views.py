@@ -27,3 +27,28 @@ def test_home_shows_private_topic_to_group_member(client, topic_factory, django_
     client.force_login(user)
     page = client.get("/").content.decode()
     assert 'data-topic="secret"' in page and 'data-topic="other-secret"' not in page
+
+
+def test_site_styled_error_pages_favicon_and_a_sign_in_page_that_says_why(client, topic_factory):
+    missing = client.get("/no/such/page/")
+    assert missing.status_code == 404
+    text = missing.content.decode()
+    assert "Page not found" in text and 'class="error-code">404' in text
+    assert 'id="status"' not in text  # no socket badge where nothing is live
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 301 and icon["Location"].endswith("realtime/favicon.svg")
+    topic_factory("secret", private=True)
+    asked = client.get("/topics/secret/", follow=True).content.decode()
+    assert "Sign in to see" in asked and "/topics/secret/" in asked
+    assert 'id="status"' not in asked
+    plain = client.get("/accounts/login/").content.decode()
+    assert "Sign in to see" not in plain and "Members see private topics" in plain
+
+
+def test_a_server_error_page_of_its_own(client, settings):
+    from django.template.loader import render_to_string
+
+    page = render_to_string("500.html")  # rendered without a request context
+    assert "Something went wrong on our side" in page and "favicon.svg" in page
+    forbidden = render_to_string("403.html", {"request": None})
+    assert "Not allowed" in forbidden
