@@ -95,20 +95,29 @@ class Client(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(f"closed during handshake: {exc}"))
 
+    expected_status = b" 101"
+
+    def take_head(self) -> bool:
+        """Consume the HTTP response head once it is complete; True when it is and it is the
+        expected status (a wrong one fails ``ready``)."""
+        buf = self.buffer
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        if self.expected_status not in bytes(buf[:12]):
+            if not self.ready.done():
+                self.ready.set_exception(ConnectionError(bytes(buf[:end]).decode()))
+            return False
+        del buf[: end + 4]
+        self.handshaken = True
+        return True
+
     def data_received(self, data: bytes) -> None:
         buf = self.buffer
         buf += data
         if not self.handshaken:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
+            if not self.take_head():
                 return
-            status = bytes(buf[:12])
-            if b" 101" not in status:
-                if not self.ready.done():
-                    self.ready.set_exception(ConnectionError(bytes(buf[:end]).decode()))
-                return
-            del buf[: end + 4]
-            self.handshaken = True
             if not self.ready.done():
                 self.ready.set_result(True)
         pos, size = 0, len(buf)
@@ -185,19 +194,13 @@ class SseClient(Client):
             f"Accept: text/event-stream\r\n\r\n".encode()
         )
 
+    expected_status = b" 200"
+
     def data_received(self, data: bytes) -> None:
         buf = self.buffer
         buf += data
-        if not self.handshaken:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if b" 200" not in bytes(buf[:12]):
-                if not self.ready.done():
-                    self.ready.set_exception(ConnectionError(bytes(buf[:end]).decode()))
-                return
-            del buf[: end + 4]
-            self.handshaken = True
+        if not self.handshaken and not self.take_head():
+            return
         while True:
             end = buf.find(b"\n\n")
             if end < 0:

@@ -64,6 +64,7 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
     user_id: Any = None
     session_key: str | None = None  # the session that authenticated user_id
     address = "?"
+    host = "?"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -98,11 +99,12 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
     async def connect(self) -> None:
         client = self.scope.get("client") or ("?",)
         self.address = ":".join(str(p) for p in client)
+        self.host = str(client[0])
         refusal = handshake_refusal(self.scope)
         conf = realtime_settings
         self.hub = engine.hub()
         if refusal is None and not self.hub.connected(
-            self, str(client[0]), conf.MAX_CONNECTIONS_PER_ADDRESS
+            self, self.host, conf.MAX_CONNECTIONS_PER_ADDRESS
         ):
             refusal = Refusal(
                 "address_limit",
@@ -141,14 +143,7 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
 
     def _clean_up(self) -> None:
         """Leave every topic and the hub's connection count; idempotent."""
-        self.closing = True
-        for slug in list(self.streams):
-            self._leave(slug)
-        if self.hub is not None and self.counted:
-            self.counted = False
-            self.hub.disconnected(self, str((self.scope.get("client") or ("?",))[0]))
-        for task in list(self.tasks):
-            task.cancel()
+        self._release()
 
     # --- frames from the client ---------------------------------------------------------------
 

@@ -261,14 +261,7 @@ class EventStream(StreamsMixin, access.RevocationMixin):
             self._clean_up()
 
     def _clean_up(self) -> None:
-        self.closing = True
-        for slug in list(self.streams):
-            self._leave(slug)
-        if self.hub is not None and self.counted:
-            self.counted = False
-            self.hub.disconnected(self, self.host)
-        for task in list(self.tasks):
-            task.cancel()
+        self._release()
         self.done.set()
 
 

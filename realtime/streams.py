@@ -32,6 +32,8 @@ class StreamsMixin:
     max_send_buffer: int
     connection_id: str
     address: str
+    host: str  # the client's address, without the port
+    counted: bool
 
     # Provided by the consumer: send (a closed connection's sends are dropped), _clean_up.
     send: Any
@@ -173,6 +175,18 @@ class StreamsMixin:
             )
             wire.drop(self.direct)
             self._clean_up()
+
+    def _release(self) -> None:
+        """Leave every topic, the hub's per-address count and every task; idempotent. The
+        subscriber's ``host`` is its client address, as counted by ``Hub.connected``."""
+        self.closing = True
+        for slug in list(self.streams):
+            self._leave(slug)
+        if self.hub is not None and self.counted:
+            self.counted = False
+            self.hub.disconnected(self, self.host)
+        for task in list(self.tasks):
+            task.cancel()
 
     def _leave(self, slug: str) -> None:
         if self.streams.pop(slug, None) is not None and self.hub is not None:

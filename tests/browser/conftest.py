@@ -18,6 +18,14 @@ CHROMIUM_ARGS = [
 ]
 
 
+def live(page, url):
+    """Open ``url`` and wait until its connection is live."""
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    expect(page.locator("#status")).to_have_text("live")
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Chromium for one module: Playwright's sync API holds an event loop while it runs, so it

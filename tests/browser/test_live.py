@@ -9,6 +9,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import live
 from tests.helpers.processes import manage
 
 pytestmark = pytest.mark.browser
@@ -19,11 +20,6 @@ BURST = (
     "from realtime.models import Topic\n"
     "print(Topic.objects.get(slug='{slug}').last_seq)\n"
 )
-
-
-def live(page, url):
-    page.goto(url)
-    expect(page.locator("#status")).to_have_text("live")
 
 
 def test_news_and_chat_show_rendered_messages_live(site, new_page):

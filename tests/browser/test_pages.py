@@ -7,14 +7,10 @@ import json
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import live
 from tests.helpers.processes import manage
 
 pytestmark = pytest.mark.browser
-
-
-def live(page, url):
-    page.goto(url)
-    expect(page.locator("#status")).to_have_text("live")
 
 
 def test_home_goes_live_and_shows_a_published_message(site, new_page):
