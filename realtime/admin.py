@@ -298,6 +298,40 @@ class MessageAdmin(admin.ModelAdmin):
     def get_fields(self, request, obj=None):
         return self.get_readonly_fields(request, obj) or self.fields
 
+    change_form_template = "admin/realtime/message/change_form.html"
+
+    def get_urls(self):
+        from django.urls import path
+
+        preview = path(
+            "preview/",
+            self.admin_site.admin_view(self.preview_view),
+            name="realtime_message_preview",
+        )
+        return [preview, *super().get_urls()]
+
+    def preview_view(self, request):
+        """Render data with a topic's template without storing it (the Add page's preview)."""
+        from django.http import JsonResponse
+
+        if request.method != "POST":
+            return JsonResponse({"error": "POST topic and data"}, status=405)
+        topic = Topic.objects.filter(pk=request.POST.get("topic") or None).first()
+        if topic is None:
+            return JsonResponse({"error": "Choose a topic to see the preview."}, status=400)
+        try:
+            data = json.loads(request.POST.get("data", ""))
+        except ValueError as exc:
+            return JsonResponse({"error": f"Not JSON yet: {exc}"}, status=400)
+        reason = payload.problem(data)
+        if reason is not None:
+            return JsonResponse({"error": reason}, status=400)
+        from realtime import rendering
+
+        draft = Message(topic=topic, seq=topic.last_seq + 1, data=data, author=request.user)
+        html = rendering.render(draft)
+        return JsonResponse({"html": html, "template": rendering.template_names(topic.slug)})
+
     def get_changeform_initial_data(self, request):
         # An empty object to fill in (the model's default would show "null").
         return {"data": {}, **super().get_changeform_initial_data(request)}

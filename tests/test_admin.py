@@ -188,3 +188,23 @@ def test_the_status_page_is_for_staff_and_reports_every_process(staff_client, se
     visitor = Client()
     assert visitor.get("/admin/realtime/topic/status.json").status_code == 302  # to the login
     assert "Realtime status" in staff_client.get("/admin/").content.decode()  # linked
+
+
+def test_add_message_previews_the_rendering_without_storing(staff_client):
+    topic = Topic.objects.create(slug="news")
+    page = staff_client.get("/admin/realtime/message/add/").content.decode()
+    assert 'id="message-preview"' in page and "message_preview.js" in page
+    url = "/admin/realtime/message/preview/"
+    answer = staff_client.post(url, {"topic": topic.pk, "data": '{"title": "<i>Soon</i>"}'})
+    assert answer.status_code == 200
+    assert "&lt;i&gt;Soon&lt;/i&gt;" in answer.json()["html"]
+    assert Message.objects.count() == 0  # nothing stored
+    for fields, message in [
+        ({"data": "{}"}, "Choose a topic"),
+        ({"topic": topic.pk, "data": "{nope"}, "Not JSON"),
+        ({"topic": topic.pk, "data": '"\\ud800"'}, "surrogate"),
+    ]:
+        refused = staff_client.post(url, fields)
+        assert refused.status_code == 400 and message in refused.json()["error"]
+    assert staff_client.get(url).status_code == 405
+    assert Client().post(url, {"topic": topic.pk, "data": "1"}).status_code == 302
