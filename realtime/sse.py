@@ -95,6 +95,7 @@ class EventStream(StreamsMixin, access.RevocationMixin):
         self.session_key = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
         self.done = asyncio.Event()
         self.ended = False
+        self.ending = False  # an error event is on its way; nothing more is sent
 
     # --- the request
 
@@ -205,7 +206,7 @@ class EventStream(StreamsMixin, access.RevocationMixin):
     # --- writing
 
     async def raw(self, body: bytes) -> None:
-        if self.closing:
+        if self.closing or self.ended:
             return
         if self.protocol is not None and wire.buffered(self.protocol) > self.max_send_buffer:
             self._drop_slow_reader()
@@ -217,7 +218,7 @@ class EventStream(StreamsMixin, access.RevocationMixin):
 
     async def send(self, text_data: str | None = None, **_: Any) -> None:
         """A server frame as an event: messages carry the cursor as their id."""
-        if text_data is None:
+        if text_data is None or self.ending:
             return
         if text_data.startswith('{"type":"message"'):
             await self.raw(event("message", text_data, self.cursor()))
@@ -241,9 +242,12 @@ class EventStream(StreamsMixin, access.RevocationMixin):
 
     async def _close(self, code: int, reason: str) -> None:
         """The session ended (4401 on a socket): an ``error`` event, then the end."""
+        if self.ending:
+            return  # already ending (a logout is announced more than once)
+        self.ending = True
         name = "unauthorized" if code == protocol.CLOSE_UNAUTHORIZED else "closed"
         await self.raw(event("error", json.dumps({"error": name, "message": reason})))
-        self.done.set()
+        self.done.set()  # then the response ends
 
     # --- the hub's side (engine.Subscriber)
 
