@@ -51,7 +51,7 @@ class OpsEndpoints:
             return await respond(send, 405, b"method not allowed\n", allow=b"GET, HEAD")
         path = scope["path"]
         if path == "/healthz":
-            return await respond(send, 200, b"ok\n", head=scope["method"] == "HEAD")
+            return await respond(send, 200, b"ok", head=scope["method"] == "HEAD")
         if path == "/readyz":
             ready, report = await readiness()
             if ready != self.last_ready:

@@ -66,7 +66,7 @@ def redis_server(tmp_path):
 
 def test_readyz_turns_503_without_redis_and_200_when_it_is_back(live_site, redis_server):
     site = live_site(redis=redis_server.url, scheduler=False)
-    assert get(site.url + "/healthz") == (200, "ok\n")
+    assert get(site.url + "/healthz") == (200, "ok")
     _, body, _ = wait_status(site.url + "/readyz", 200, 10)
     report = json.loads(body)
     assert report["database"] == "ok" and report["redis"] == "ok"
@@ -79,7 +79,7 @@ def test_readyz_turns_503_without_redis_and_200_when_it_is_back(live_site, redis
     assert report["redis"] != "ok"
     assert waited < 10
     # The process still serves: liveness does not depend on Redis.
-    assert get(site.url + "/healthz") == (200, "ok\n")
+    assert get(site.url + "/healthz") == (200, "ok")
 
     redis_server.start()
     _, body, _ = wait_status(site.url + "/readyz", 200, 30)
