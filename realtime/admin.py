@@ -230,7 +230,6 @@ def status_snapshot() -> dict[str, Any]:
     snapshot["published_last_10s"] = Message.objects.filter(
         created_at__gte=now - timedelta(seconds=10)
     ).count()
-    snapshot["messages"] = Message.objects.count()
     snapshot["outbox_pending"] = Message.objects.filter(fanned_out_at__isnull=True).count()
     snapshot["scheduler"] = tick
     return snapshot

@@ -27,7 +27,7 @@ from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from realtime import idempotency, protocol
+from realtime import idempotency, protocol, tokens
 from realtime.conf import realtime_settings
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Source, Topic
@@ -53,8 +53,6 @@ def publish_view(request: HttpRequest, slug: str) -> JsonResponse:
     token = None
     authorization = request.headers.get("Authorization")
     if authorization is not None:
-        from realtime import tokens
-
         scheme, _, secret = authorization.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             return error(401, "unauthorized", "Use 'Authorization: Bearer <token>'.")
@@ -104,8 +102,6 @@ def publish_view(request: HttpRequest, slug: str) -> JsonResponse:
     if topic is None or (token is None and not topic.can_read(user)):
         return error(404, "not_found", f"No topic {slug!r}.")
     if token is not None:
-        from realtime import tokens
-
         if not tokens.may_publish(token, topic):
             return error(403, "forbidden", f"This token may not publish to {slug!r}.")
         scope, source, origin = f"token:{token.pk}", Source.API, f"token:{token.name}"

@@ -307,12 +307,7 @@ def last_tick() -> dict[str, Any] | None:
 
 def subscriber_count(slug: str) -> int:
     """Connections subscribed to ``slug`` now, over every live process (presence in Redis)."""
-    _, prefix = keys.redis_config()
-    found = client()
-    total = 0
-    for key in found.scan_iter(match=keys.presence_key(prefix, "*"), count=500):
-        total += int(found.hget(key, slug) or 0)
-    return total
+    return subscriber_counts().get(slug, 0)
 
 
 # --- the scheduler's lock ----------------------------------------------------------------------

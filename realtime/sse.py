@@ -223,9 +223,9 @@ class EventStream(StreamsMixin, access.RevocationMixin):
         if text_data.startswith('{"type":"message"'):
             await self.raw(event("message", text_data, self.cursor()))
             return
-        kind = json.loads(text_data).get("type", "message")
+        frame = json.loads(text_data)
+        kind = frame.get("type", "message")
         if kind == protocol.ERROR:
-            frame = json.loads(text_data)
             text_data = json.dumps({"error": frame.get("code"), "message": frame.get("message")})
         await self.raw(event(kind, text_data))
 

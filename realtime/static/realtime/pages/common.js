@@ -69,9 +69,9 @@ export function localizeTimes(root = document) {
 
 // A message's body: the server's rendering (frame.html, escaped by Django's templates) when
 // there is one, else its data as text.
-export function messageBody(data, frame, tag = "div") {
+export function messageBody(data, frame) {
   if (frame.html) {
-    const body = document.createElement(tag === "pre" ? "div" : tag);
+    const body = document.createElement("div");
     body.className = "data rendered";
     body.innerHTML = frame.html; // rendered and escaped on the server, never client data
     localizeTimes(body);

@@ -4,7 +4,7 @@
 // in order (newest first, or oldest first), trimmed to the region's limit; mode "replace"
 // shows only the latest. Each insert fires a "live:message" event on the region (detail: the
 // frame), for pages that show more (a count, a seq) around it.
-import { agoText, pageConsumer, timeText } from "./common.js";
+import { agoText, messageBody, pageConsumer, timeText } from "./common.js";
 
 const consumer = pageConsumer();
 
@@ -25,15 +25,7 @@ function item(frame, withMeta) {
     meta.append(seq, " ", when);
     li.append(meta);
   }
-  const body = document.createElement(frame.html ? "div" : "pre");
-  body.className = frame.html ? "data rendered" : "data";
-  if (frame.html) body.innerHTML = frame.html; // rendered and escaped by the server
-  else body.textContent = typeof frame.data === "string" ? frame.data : JSON.stringify(frame.data, null, 2);
-  for (const time of body.querySelectorAll("time[datetime]")) {
-    time.textContent = timeText(time.dateTime);
-    time.dataset.ago = agoText(time.dateTime);
-  }
-  li.append(body);
+  li.append(messageBody(frame.data, frame));
   return li;
 }
 
