@@ -36,6 +36,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything that reads the database: 503 with Retry-After when the pool is empty.
+    "realtime.middleware.DatabaseBusy",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -77,10 +79,29 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
     # Tests use a file too, so that several threads and processes can share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
-# Keep connections (the consumers' database thread reuses one instead of reconnecting per
-# query); check them before reuse, so a database that went away is reconnected to.
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+# Check connections before reuse, so a database that went away is reconnected to.
 DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool(
+    "DB_POOL", default=True
+):
+    # A bounded pool per process (psycopg's, through Django's OPTIONS["pool"]): under ASGI
+    # each HTTP request runs in a thread of its own, and with persistent connections every
+    # such thread kept one (a burst of API requests held 99 of PostgreSQL's 100). A request
+    # waits DB_POOL_TIMEOUT seconds for a free connection, then gets 503 with Retry-After
+    # (realtime.middleware.DatabaseBusy); connections idle DB_POOL_MAX_IDLE seconds beyond
+    # DB_POOL_MIN_SIZE are closed.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DB_POOL_MIN_SIZE", default=1),
+        "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
+        "timeout": env.float("DB_POOL_TIMEOUT", default=5.0),
+        "max_idle": env.float("DB_POOL_MAX_IDLE", default=60.0),
+        "name": "realtime",
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them; Django gives them back
+else:
+    # Keep connections (the consumers' database thread reuses one instead of reconnecting
+    # per query).
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer: Redis (channels_redis core layer) ---

@@ -33,6 +33,10 @@ DEFAULTS: dict[str, Any] = {
     # Bytes the server may hold for a connection that does not read; beyond, it is dropped
     # (it resumes later with `since`). Under daphne only.
     "MAX_SEND_BUFFER": 1024 * 1024,
+    # Seconds a connection's unsent bytes may stay without shrinking while the server waits
+    # to write more (a replay paced by what the client reads); then it is dropped as a reader
+    # that does not read.
+    "SEND_STALL_TIMEOUT": 10.0,
     # The after-commit fan-out runs in the publisher's thread: it waits for Redis at most
     # FANOUT_TIMEOUT seconds; after a failure it leaves messages to the outbox sweep for
     # FANOUT_COOLDOWN seconds before trying Redis again (a circuit breaker).

@@ -37,14 +37,9 @@ HUB_READY_TIMEOUT = 5.0  # a subscribe waits this long for the process's Redis s
 
 
 @database_sync_to_async
-def store(topic: Topic, data: Any, user: Any, scope: str | None, key: str | None) -> int:
+def store(topic: Topic, data: Any, user: Any, scope: str, key: str | None) -> int:
     """Store a visitor's message; its seq (the first one's, for a key used before)."""
-    if key is None:
-        return publish(topic, data, source=Source.VISITOR, user=user).seq
-    _, seq, _ = idempotency.publish_once(
-        str(scope), key, topic, data, source=Source.VISITOR, user=user
-    )
-    return seq
+    return publish(topic, data, source=Source.VISITOR, user=user, key=key, scope=scope).seq
 
 
 def not_found(slug: str, frame: protocol.ClientFrame) -> ProtocolError:
@@ -59,6 +54,8 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
     protocol: Any = None  # daphne's protocol object, when under daphne
     direct: Any = None  # the same, when fanned-out frames are written straight to it
     closing = False
+    close_counted = False  # in the closes metric
+    gate: wire.ReadGate | None = None
     counted = False  # in the hub's per-address count
     user: Any = None
     user_id: Any = None
@@ -125,6 +122,8 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
         self.hub.start()
         self.protocol = wire.daphne_protocol(self.scope.get(wire.SCOPE_KEY))
         self.direct = self.protocol if conf.DIRECT_WRITE else None
+        if self.protocol is not None:
+            self.gate = wire.ReadGate(self.protocol)  # frames read as fast as handled
         self.write = wire.WRITERS[conf.WRITE_PATH]
         subprotocols = self.scope.get("subprotocols") or []
         await self.accept(subprotocol=protocol.PROTOCOL if subprotocols else None)
@@ -140,6 +139,11 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
     async def disconnect(self, code: int) -> None:
         args = (self.connection_id, self.username, self.address, code)
         logger.info("disconnect %s user=%s addr=%s code=%s", *args)
+        failed = wire.failure_code(self.protocol)
+        if failed is not None and not self.close_counted:
+            # Closed by daphne/autobahn itself (1009 for a frame over the size limit).
+            self.close_counted = True
+            metrics.CLOSES.labels(str(failed)).inc()
 
     def _clean_up(self) -> None:
         """Leave every topic and the hub's connection count; idempotent."""
@@ -148,6 +152,8 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
     # --- frames from the client ---------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.gate is not None:
+            self.gate.taken()
         if self.closing:
             return
         if text_data is None:
@@ -281,6 +287,9 @@ class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsu
             "closing %s addr=%s code=%s: %s", self.connection_id, self.address, code, reason
         )
         metrics.CLOSES.labels(str(code)).inc()
+        self.close_counted = True
+        if self.gate is not None:
+            self.gate.stop()  # what the client sends after this is not even read
         if self.protocol is not None:
             wire.close(self.protocol, code, reason)
         else:

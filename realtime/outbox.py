@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, JSONField, Value
 from django.utils import timezone
 
-from realtime import fanout, metrics, payload, rendering
+from realtime import fanout, idempotency, metrics, payload, rendering
 from realtime.conf import realtime_settings
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Message, Source, Topic
@@ -44,13 +44,58 @@ def publish(
     source: str = Source.API,
     user: Any = None,
     origin: str = "",
+    key: str | None = None,
+    scope: str | None = None,
+    guard: Callable[[], None] | None = None,
 ) -> Message:
-    """Store ``data`` as the next message of ``topic`` (a slug or Topic) and fan it out.
+    """Store ``data`` as the next message of ``topic`` (a slug or Topic) and fan it out: the
+    one publish entry of the socket, the HTTP API, the admin, commands and ``realtime.publish``.
 
     Runs in the caller's transaction; the fan-out happens only after that commits, so a
-    rolled-back publish sends nothing.
+    rolled-back publish sends nothing. ``guard`` runs inside the transaction before anything
+    is stored and may refuse by raising (the API checks there that its token is still
+    active). With ``key`` (and its ``scope``, see ``realtime.idempotency``) a key used within
+    24 hours answers with that first message and stores nothing (``message.repeated`` is
+    True); a key used for another topic raises ``KeyReused``.
     """
-    return publish_many([(topic, data)], source=source, user=user, origin=origin)[0]
+    if key is None:
+        if guard is None:
+            message = publish_many([(topic, data)], source=source, user=user, origin=origin)[0]
+        else:
+            with transaction.atomic():
+                guard()
+                message = publish_many([(topic, data)], source=source, user=user, origin=origin)
+                message = message[0]
+        message.repeated = False
+        return message
+    if scope is None:
+        raise ValueError("publish(key=...) needs the key's scope (idempotency.scope_of).")
+    topic_obj = _resolve(topic)
+    seq = idempotency.first(scope, key, topic_obj)
+    if seq is not None:
+        return _repeated(topic_obj, seq)
+    try:
+        with transaction.atomic():
+            if guard is not None:
+                guard()
+            idempotency.free_expired(scope, key)
+            message = publish_many([(topic_obj, data)], source=source, user=user, origin=origin)[0]
+            idempotency.record(scope, key, topic_obj, message.seq)
+    except IntegrityError:
+        seq = idempotency.first(scope, key, topic_obj)  # another attempt committed first
+        if seq is None:
+            raise
+        return _repeated(topic_obj, seq)
+    message.repeated = False
+    return message
+
+
+def _repeated(topic: Topic, seq: int) -> Message:
+    """The first publish of a repeated key (an unsaved stand-in if it was pruned since)."""
+    message = Message.objects.filter(topic=topic, seq=seq).first() or Message(topic=topic, seq=seq)
+    message.topic = topic
+    message.repeated = True
+    return message
 
 
 def publish_many(

@@ -103,14 +103,18 @@ def tune_gc() -> None:
 
 
 def limit_http_request_time(seconds: float) -> None:
-    """Close HTTP connections that stay silent for ``seconds`` before finishing a request.
+    """Close HTTP connections whose request head is not complete within ``seconds``.
 
-    daphne builds Twisted's ``HTTPFactory`` with Twisted's default idle timeout of 12 hours,
-    so clients that open sockets and never finish their request (slowloris) hold them that
-    long. The timeout is Twisted's own (``HTTPFactory.timeOut``, reset by data received,
-    suspended while a request is served, gone once a socket is upgraded to WebSocket); it
-    is set on every factory daphne builds after this call (daphne imports the application
-    before it builds its factory). Pinned by ``test_server``.
+    Two limits, set on every factory daphne builds after this call (daphne imports the
+    application before it builds its factory); both pinned by ``test_wire``:
+    - an idle timeout: Twisted's own ``HTTPFactory.timeOut`` (daphne leaves Twisted's 12 hours),
+      reset by data received, suspended while a request is served;
+    - a deadline for the whole head, like nginx's ``client_header_timeout``: a client that
+      trickles a byte every few seconds resets the idle timeout forever (slowloris), so each
+      connection's head must be complete ``seconds`` after the connection opened (or after
+      the previous request on a kept-alive connection ended) whatever arrives meanwhile
+      (``HeadDeadline``). The head's size is bounded by Twisted (``totalHeadersSize``, 16 KiB:
+      400 and closed beyond).
     """
     try:
         from daphne import http_protocol
@@ -118,13 +122,78 @@ def limit_http_request_time(seconds: float) -> None:
         return
     factory = http_protocol.HTTPFactory
     original = getattr(factory.__init__, "__wrapped__", factory.__init__)
+    original_build = getattr(factory.buildProtocol, "__wrapped__", factory.buildProtocol)
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         self.timeOut = seconds
 
+    def buildProtocol(self: Any, addr: Any) -> Any:
+        protocol = original_build(self, addr)
+        # Twisted wraps the HTTP/1.1 channel in a protocol that may switch to HTTP/2.
+        HeadDeadline(getattr(protocol, "_channel", protocol), seconds)
+        return protocol
+
     __init__.__wrapped__ = original  # type: ignore[attr-defined]
+    buildProtocol.__wrapped__ = original_build  # type: ignore[attr-defined]
     factory.__init__ = __init__
+    factory.buildProtocol = buildProtocol
+
+
+class HeadDeadline:
+    """One HTTP channel's deadline for its request head: armed when the connection opens and
+    when a kept-alive request ends, disarmed when a head is complete (Twisted's
+    ``allHeadersReceived``; a WebSocket upgrade leaves the channel there); on expiry the
+    connection is closed. Wraps the channel's methods on the instance only."""
+
+    __slots__ = ("channel", "seconds", "call")
+
+    def __init__(self, channel: Any, seconds: float):
+        self.channel, self.seconds, self.call = channel, seconds, None
+        made, headers = channel.connectionMade, channel.allHeadersReceived
+        done, lost = channel.requestDone, channel.connectionLost
+
+        def connectionMade() -> None:
+            made()
+            self.arm()
+
+        def allHeadersReceived() -> None:
+            self.disarm()
+            headers()
+
+        def requestDone(request: Any) -> None:
+            done(request)
+            if channel.persistent and channel.transport is not None:
+                self.arm()
+
+        def connectionLost(reason: Any) -> None:
+            self.disarm()
+            lost(reason)
+
+        channel.connectionMade = connectionMade
+        channel.allHeadersReceived = allHeadersReceived
+        channel.requestDone = requestDone
+        channel.connectionLost = connectionLost
+
+    def arm(self) -> None:
+        from twisted.internet import reactor
+
+        self.disarm()
+        self.call = reactor.callLater(self.seconds, self.expire)
+
+    def disarm(self) -> None:
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
+
+    def expire(self) -> None:
+        self.call = None
+        transport = self.channel.transport
+        if transport is not None:
+            logger.info(
+                "closing %s: no complete request head in %gs", transport.getPeer(), self.seconds
+            )
+            transport.abortConnection()
 
 
 def quiet_probe_access_log() -> None:

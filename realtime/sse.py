@@ -133,12 +133,18 @@ class EventStream(StreamsMixin, access.RevocationMixin):
         await self.raw(f"retry: {retry}\n\n".encode())
         logger.info("sse open %s addr=%s topics=%s", self.connection_id, self.address, slugs)
         try:
+            # Every topic is placed before anything is sent, so that every event's cursor
+            # holds every topic of the stream: a stream cut during the replay of one topic
+            # resumes the others from where they were, not from their backlog again.
+            placed = {}
             for slug in slugs:
-                stream = Stream()
-                self.streams[slug] = stream
+                stream = self.streams[slug] = Stream()
                 self.hub.add(slug, self)
-                frame = protocol.ClientFrame(protocol.SUBSCRIBE, topic=slug, since=cursor.get(slug))
-                await self._open(slug, stream, found[slug], frame, self.hub)
+                placed[slug] = await self._place(
+                    slug, stream, found[slug], cursor.get(slug), self.hub
+                )
+            for slug, (latest, recovered) in placed.items():
+                await self._announce(slug, self.streams[slug], latest, recovered)
             await self.wait_until_done()
         finally:
             self._clean_up()

@@ -12,12 +12,19 @@ import logging
 from typing import Any
 
 from realtime import engine, metrics, protocol, wire
+from realtime.conf import realtime_settings
 from realtime.delivery import FETCH, SEND, Stream
 from realtime.topics import first_retained_seq, latest_seq, read_page
 
 logger = logging.getLogger("realtime.consumer")
 
 STATE_DRAIN_POLL = 0.01  # seconds between checks of a socket holding back a state frame
+# Replay pacing: rows are written while fewer than HIGH_WATER bytes wait for the client, then
+# the replay waits (checking every DRAIN_POLL s) until at most LOW_WATER bytes wait. Both far
+# below MAX_SEND_BUFFER, which is left to live frames of other topics meanwhile.
+REPLAY_HIGH_WATER = 256 * 1024
+REPLAY_LOW_WATER = 64 * 1024
+DRAIN_POLL = 0.005
 
 
 class StreamsMixin:
@@ -39,20 +46,32 @@ class StreamsMixin:
     send: Any
     _clean_up: Any
 
+    async def _place(
+        self, slug: str, stream: Stream, topic: Any, since: int | None, hub: Any
+    ) -> tuple[int, bool]:
+        """Set a new subscription's starting position (already listening; nothing sent):
+        return the topic's latest seq and ``recovered``."""
+        stream.topic_id = topic.pk
+        stream.state = topic.is_state
+        latest = await self._latest(hub, slug, topic.pk, since)
+        recovered = stream.start(since, latest, topic.backlog)
+        if recovered is None:
+            recovered = await first_retained_seq(topic.pk, stream.last) == stream.last + 1
+        return latest, recovered
+
     async def _open(self, slug: str, stream: Stream, topic: Any, frame: Any, hub: Any) -> None:
         """Place a new subscription (already listening), answer ``subscribed`` and send the
         backlog or what follows ``since``."""
-        stream.topic_id = topic.pk
-        stream.state = topic.is_state
-        latest = await self._latest(hub, slug, topic.pk, frame.since)
-        recovered = stream.start(frame.since, latest, topic.backlog)
-        if recovered is None:
-            recovered = await first_retained_seq(topic.pk, stream.last) == stream.last + 1
-        await self.send(text_data=protocol.subscribed(slug, latest, recovered, id=frame.id))
+        latest, recovered = await self._place(slug, stream, topic, frame.since, hub)
+        await self._announce(slug, stream, latest, recovered, frame.id)
+
+    async def _announce(
+        self, slug: str, stream: Stream, latest: int, recovered: bool, id: Any = None
+    ) -> None:
+        """Answer ``subscribed`` for a placed stream, then send what it owes."""
+        await self.send(text_data=protocol.subscribed(slug, latest, recovered, id=id))
+        logger.info("subscribe %s topic=%s seq=%s", self.connection_id, slug, latest)
         await self._catch_up(slug, stream)
-        logger.info(
-            "subscribe %s topic=%s since=%s seq=%s", self.connection_id, slug, frame.since, latest
-        )
 
     def push(self, slug: str, seq: int, frame: wire.Frame) -> int:
         """The hub's fast path, without a coroutine per connection: 1 when the frame was
@@ -138,7 +157,10 @@ class StreamsMixin:
         task.add_done_callback(self.tasks.discard)
 
     async def _catch_up(self, slug: str, stream: Stream) -> None:
-        """Send ``stream.last+1 .. stream.target`` from the database, in order."""
+        """Send ``stream.last+1 .. stream.target`` from the database, in order, paced by what
+        the socket drains: rows are written while fewer than ``REPLAY_HIGH_WATER`` bytes wait,
+        then the replay waits for the client to read (``_drained``). A client that reads at
+        any speed catches up however large the backlog; one that stops reading is dropped."""
         stream.busy = True
         try:
             while self.streams.get(slug) is stream and stream.owed:
@@ -149,13 +171,13 @@ class StreamsMixin:
                     stream.skip_to_target()  # pruned: nothing left to send
                     break
                 for seq, text in rows:
-                    if self.direct is not None and (
-                        wire.buffered(self.direct) > self.max_send_buffer
-                    ):
-                        self._drop_slow_reader()
-                        return
+                    if self.pending_bytes() > REPLAY_HIGH_WATER:
+                        if not await self._drained():
+                            return
+                        if self.streams.get(slug) is not stream:
+                            return
                     if stream.sent(seq):
-                        await self.send(text_data=text)
+                        await self._send_replayed(text)
                         metrics.local.replayed += 1
         except Exception:
             logger.warning("catch-up of %s on %s failed", slug, self.connection_id, exc_info=True)
@@ -163,17 +185,49 @@ class StreamsMixin:
         finally:
             stream.busy = False
 
+    async def _send_replayed(self, text: str) -> None:
+        """A replayed frame: straight to the socket when possible (as live frames are)."""
+        if self.direct is not None:
+            self.write(self.direct, wire.Frame(text.encode(), text))
+        else:
+            await self.send(text_data=text)
+
+    def pending_bytes(self) -> int:
+        """Bytes written to this connection that the client has not taken yet (0 when the
+        server cannot tell: not under daphne)."""
+        return wire.buffered(self.protocol) if self.protocol is not None else 0
+
+    async def _drained(self) -> bool:
+        """Wait until at most ``REPLAY_LOW_WATER`` bytes wait for the client. A client whose
+        backlog does not shrink for ``SEND_STALL_TIMEOUT`` seconds does not read: it is
+        dropped (False). True when drained (and still open)."""
+        loop = asyncio.get_running_loop()
+        stall = realtime_settings.SEND_STALL_TIMEOUT
+        lowest, since = self.pending_bytes(), loop.time()
+        while not self.closing:
+            pending = self.pending_bytes()
+            if pending <= REPLAY_LOW_WATER:
+                return True
+            now = loop.time()
+            if pending < lowest:
+                lowest, since = pending, now
+            elif now - since > stall:
+                self._drop_slow_reader()
+                return False
+            await asyncio.sleep(DRAIN_POLL)
+        return False
+
     def _drop_slow_reader(self) -> None:
         """The client does not read: drop it before its buffer grows (it resumes with since)."""
         if not self.closing:
             metrics.SLOW_READERS.inc()
             logger.warning(
-                "dropping slow reader %s addr=%s: over %d bytes unsent",
+                "dropping slow reader %s addr=%s: %d bytes unsent",
                 self.connection_id,
                 self.address,
-                self.max_send_buffer,
+                self.pending_bytes(),
             )
-            wire.drop(self.direct)
+            wire.drop(self.protocol)
             self._clean_up()
 
     def _release(self) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from realtime.exceptions import PublishRefused
 from realtime.models import ApiToken, Topic
 
 PREFIX = "rt_"
@@ -44,14 +46,38 @@ def create(name: str, topics: Iterable[str] = ()) -> tuple[ApiToken, str]:
     return token, secret
 
 
+LAST_USED_EVERY = timedelta(minutes=1)  # how often a token's last use is written
+
+
 def authenticate(secret: str) -> ApiToken | None:
-    """The active token with this secret (its last use recorded), or None."""
+    """The active token with this secret, or None. Its last use is recorded at most once
+    every ``LAST_USED_EVERY`` (a write per request would serialise a busy token's requests on
+    its row)."""
     token = ApiToken.objects.filter(token_hash=digest(secret), revoked_at__isnull=True).first()
     if token is not None:
         now = timezone.now()
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        token.last_used_at = now
+        if token.last_used_at is None or now - token.last_used_at > LAST_USED_EVERY:
+            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+            token.last_used_at = now
     return token
+
+
+def hold(token: ApiToken) -> None:
+    """Inside a publish's transaction: raise ``PublishRefused`` unless ``token`` is still
+    active, and keep it so until the transaction ends.
+
+    On PostgreSQL the row is read ``FOR SHARE``: a revoke (an UPDATE of the row) waits for
+    every publish that read it active, and every publish that starts later sees the revoke.
+    So once ``revoke`` returns, nothing more is stored with the token. SQLite serialises
+    writing transactions anyway (IMMEDIATE), so a plain read gives the same order.
+    """
+    table = connection.ops.quote_name(ApiToken._meta.db_table)
+    lock = " FOR SHARE" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT revoked_at FROM {table} WHERE id = %s{lock}", [token.pk])
+        row = cursor.fetchone()
+    if row is None or row[0] is not None:
+        raise PublishRefused(f"The token {token.name!r} was revoked.")
 
 
 def may_publish(token: ApiToken, topic: Any) -> bool:

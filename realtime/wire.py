@@ -79,10 +79,91 @@ def close(protocol: Any, code: int, reason: str) -> None:
         protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:120], isReply=False)
 
 
+def failure_code(protocol: Any) -> int | None:
+    """The close code autobahn sent when it failed the connection by itself (a frame over
+    ``--websocket-max-message-size``: 1009; a protocol error: 1002...), else None. The
+    application never sees those closes otherwise."""
+    if protocol is not None and getattr(protocol, "failedByMe", False):
+        return getattr(protocol, "localCloseCode", None)
+    return None
+
+
 def drop(protocol: Any) -> None:
     """Drop the TCP connection at once (a client that does not read cannot get a close
     frame: its buffer is full)."""
     protocol.dropConnection(abort=True)
+
+
+class ReadGate:
+    """Read a client's frames no faster than the application handles them (backpressure).
+
+    autobahn parses everything Twisted reads (64 KiB at a time) in one go and daphne queues
+    every frame for the application without bound, so a client that writes 10,000 frames at
+    once made the server parse and queue all of them before anyone else was served (p99
+    158-220 ms for the other clients of the worker). The gate wraps the protocol's
+    ``dataReceived``: data goes to autobahn in pieces of ``PIECE`` bytes while fewer than
+    ``MAX_QUEUED`` frames wait for the application; beyond, the rest is kept and Twisted stops
+    reading the socket (the client's TCP window closes) until the application has taken
+    frames (``taken``). ``stop`` (the connection is being closed for abuse) discards what
+    is kept and reads nothing more: frames after the close cost nothing.
+    """
+
+    PIECE = 4096
+    MAX_QUEUED = 64
+
+    __slots__ = ("protocol", "queue", "feed", "kept", "paused", "stopped")
+
+    def __init__(self, protocol: Any):
+        self.protocol = protocol
+        self.queue = protocol.application_queue  # daphne's queue of ASGI events
+        self.feed = protocol.dataReceived
+        self.kept = b""
+        self.paused = self.stopped = False
+        protocol.dataReceived = self.data_received
+
+    def data_received(self, data: bytes) -> None:
+        if self.stopped:
+            return
+        if self.kept:
+            self.kept += data
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        piece, limit, queue = self.PIECE, self.MAX_QUEUED, self.queue
+        if len(data) <= piece and queue.qsize() < limit:
+            self.feed(data)  # the usual case: a small read, a short queue
+            return
+        for start in range(0, len(data), piece):
+            if self.stopped:
+                return
+            if queue.qsize() >= limit:
+                self.kept = data[start:]
+                self._pause()
+                return
+            self.feed(data[start : start + piece])
+
+    def taken(self) -> None:
+        """The application took a frame: read on once half the queue is gone."""
+        if self.paused and not self.stopped and self.queue.qsize() < self.MAX_QUEUED // 2:
+            kept, self.kept = self.kept, b""
+            self.paused = False
+            self._feed(kept)
+            if not self.paused:
+                self.protocol.transport.resumeProducing()
+
+    def stop(self) -> None:
+        """Read nothing more from this client."""
+        self.stopped = True
+        self.kept = b""
+        self._pause()
+
+    def _pause(self) -> None:
+        if not self.paused:
+            self.paused = True
+            transport = self.protocol.transport
+            if transport is not None:
+                transport.pauseProducing()
 
 
 class Frame:

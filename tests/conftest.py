@@ -256,6 +256,25 @@ def live_site(tmp_path, redis_url):
         site.stop()
 
 
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def postgres_database():
+    """The URL of a fresh PostgreSQL database, dropped (connections and all) at teardown."""
+    import psycopg
+
+    name = f"realtime_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is needed at {POSTGRES_URL} (set TEST_POSTGRES_URL): {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
 @pytest.fixture
 def postgres_via_proxy(tmp_path):
     """A fresh PostgreSQL database reached through a TCP proxy we can stop and start."""

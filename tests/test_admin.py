@@ -208,3 +208,20 @@ def test_add_message_previews_the_rendering_without_storing(staff_client):
         assert refused.status_code == 400 and message in refused.json()["error"]
     assert staff_client.get(url).status_code == 405
     assert Client().post(url, {"topic": topic.pk, "data": "1"}).status_code == 302
+
+
+def test_message_list_starts_with_the_newest_and_writes_times_for_the_visitors_zone(
+    staff_client,
+):
+    from realtime.outbox import publish
+
+    topic = Topic.objects.create(slug="news", title="News")
+    first, second = publish(topic, "first-one"), publish(topic, "second-one")
+    listing = staff_client.get("/admin/realtime/message/").content.decode()
+    assert listing.index("second-one") < listing.index("first-one")
+    # Times as <time datetime> (UTC), shown in the visitor's zone by admin_times.js, like
+    # the live panel; the script is on every admin page.
+    assert f'<time datetime="{second.created_at.isoformat()}">' in listing
+    assert "realtime/pages/admin_times.js" in listing
+    page = staff_client.get(f"/admin/realtime/topic/{topic.pk}/change/").content.decode()
+    assert f'<time datetime="{first.created_at.isoformat()}">' in page

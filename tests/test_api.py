@@ -199,3 +199,49 @@ def test_the_admin_makes_a_token_and_shows_it_once(admin_client):
     assert token.last_used_at is not None  # its use is recorded
     page = admin_client.get(f"/admin/realtime/apitoken/{token.pk}/change/")
     assert secret not in page.content.decode()  # never shown again
+
+
+def test_errors_stay_json_for_huge_bodies_and_missing_credentials(site):
+    secret = add_token(site, "big")
+    auth = {"Authorization": f"Bearer {secret}"}
+    huge = b'{"data": "' + b"x" * 3_000_000 + b'"}'  # over Django's own 2.5 MB limit too
+    got = post(url(site), huge, auth)
+    assert (got[0], got[1]["error"]) == (413, "too_large")
+    got = post(url(site), '{"data": 1}', {})  # neither a token nor a browser's session
+    assert (got[0], got[1]["error"]) == (401, "unauthorized")
+    assert got[2]["WWW-Authenticate"].startswith("Bearer"), got[2]
+    got = post(url(site), '{"data": 1}', {"Authorization": "Bearer rt_unknown"})
+    assert got[0] == 401 and 'error="invalid_token"' in got[2]["WWW-Authenticate"]
+    log = site.daphne.output()
+    assert "RequestDataTooBig" not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_a_key_reused_for_another_topic_is_refused(site):
+    secret = add_token(site, "keys")
+    auth = {"Authorization": f"Bearer {secret}", "Idempotency-Key": "k-1"}
+    news, chat = count(site, "news"), count(site, "chat")
+    first = post(url(site, "news"), '{"data": 1}', auth)
+    assert first[0] == 201 and first[1]["topic"] == "news"
+    assert post(url(site, "news"), '{"data": 2}', auth)[1] == first[1]  # the same answer
+    other = post(url(site, "chat"), '{"data": 3}', auth)
+    assert (other[0], other[1]["error"]) == (400, "bad_request")
+    assert "'news'" in other[1]["message"] and "k-1" in other[1]["message"]
+    assert (count(site, "news"), count(site, "chat")) == (news + 1, chat)  # one message
+
+
+async def test_a_key_reused_on_a_socket_for_another_topic_is_refused(site):
+    site.shell(
+        "from realtime.models import Topic\n"
+        "Topic.objects.create(slug='lobby', title='Lobby', visitor_publish=True)"
+    )
+    async with connect(site.ws_url, subprotocols=["realtime.v1"]) as ws:
+        await ws.recv()
+        frame = {"type": "publish", "topic": "chat", "data": 1, "key": "mine", "id": 1}
+        await ws.send(json.dumps(frame))
+        published = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert published["type"] == "published" and published["topic"] == "chat"
+        await ws.send(json.dumps({**frame, "topic": "lobby", "id": 2}))
+        refused = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert refused["type"] == "error" and refused["code"] == "bad_request", refused
+    assert refused["id"] == 2 and refused["topic"] == "lobby" and "'chat'" in refused["message"]
+    assert count(site, "lobby") == 0

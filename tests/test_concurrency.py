@@ -3,17 +3,11 @@ and on PostgreSQL; every seq 1..N is allocated exactly once."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import uuid
-
-import psycopg
-import pytest
 
 from tests.helpers.processes import PYTHON, ROOT, env_for, manage
 
 WORKERS, EACH = 4, 40
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 
 
 def run_parallel_publishers(env: dict[str, str]) -> list[int]:
@@ -61,19 +55,6 @@ def test_parallel_publishers_on_sqlite_get_gapless_unique_seqs(tmp_path, redis_u
     seqs = run_parallel_publishers(env)
     assert sorted(seqs) == list(range(1, WORKERS * EACH + 1))
     check_store(env)
-
-
-@pytest.fixture
-def postgres_database():
-    name = f"realtime_race_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is needed at {POSTGRES_URL} (set TEST_POSTGRES_URL): {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
 
 
 def test_parallel_publishers_on_postgresql_get_gapless_unique_seqs(postgres_database, redis_url):

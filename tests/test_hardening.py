@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -67,6 +68,67 @@ async def test_slow_http_clients_are_closed(live_site):
         await ws.send(json.dumps({"type": "ping", "id": 1}))
         await asyncio.sleep(1.5)  # longer than the HTTP timeout: an open socket stays open
         assert json.loads(await ws.recv())["type"] == "pong"
+
+
+async def test_a_request_head_trickled_byte_by_byte_is_closed_at_its_deadline(live_site):
+    """Bytes that keep arriving reset an idle timeout, not the deadline for the whole head
+    (nginx's client_header_timeout): 200 sockets sending a header byte every 0.3 s are all
+    closed once HTTP_REQUEST_TIMEOUT has passed since they connected."""
+    site = live_site(scheduler=False, realtime={"HTTP_REQUEST_TIMEOUT": 2.0})
+
+    def trickle() -> tuple[int, float]:
+        socks = []
+        for _ in range(200):
+            sock = socket.create_connection(("127.0.0.1", site.port), timeout=5)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            sock.setblocking(False)
+            socks.append(sock)
+        started = time.monotonic()
+        open_ = set(socks)
+        while open_ and time.monotonic() - started < 20:
+            for sock in list(open_):
+                try:
+                    if sock.recv(1024) == b"":
+                        raise ConnectionResetError
+                except BlockingIOError:
+                    try:
+                        sock.send(b"a")  # one more byte: the idle timer starts again
+                    except OSError:
+                        open_.discard(sock)
+                except OSError:
+                    open_.discard(sock)
+            time.sleep(0.3)
+        elapsed = time.monotonic() - started
+        for sock in socks:
+            sock.close()
+        return len(socks) - len(open_), elapsed
+
+    closed, elapsed = await asyncio.to_thread(trickle)
+    assert closed == 200, f"{200 - closed} trickling sockets still open after {elapsed:.0f}s"
+    assert "no complete request head" in site.daphne.output()
+
+
+async def test_a_request_head_over_the_size_limit_is_refused(live_site):
+    site = live_site(scheduler=False)
+
+    def oversized() -> bytes:
+        with socket.create_connection(("127.0.0.1", site.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            try:
+                for _ in range(20):
+                    sock.sendall(b"X-Big: " + b"b" * 1000 + b"\r\n")  # 20 KB of headers
+            except OSError:
+                pass
+            answer = b""
+            try:
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            except ConnectionResetError:
+                pass
+            return answer
+
+    answer = await asyncio.to_thread(oversized)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
 
 
 async def test_handshake_without_origin_is_anonymous_even_with_a_session(live_site):

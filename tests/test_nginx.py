@@ -73,19 +73,6 @@ http {{
 
 
 @pytest.fixture
-def postgres_database():
-    import psycopg
-
-    base = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    name = f"realtime_nginx_{uuid.uuid4().hex[:8]}"
-    admin = psycopg.connect(base, autocommit=True, connect_timeout=5)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    yield base.rsplit("/", 1)[0] + "/" + name
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
-
-
-@pytest.fixture
 def deployment(live_site, postgres_database, tmp_path):
     """(site, nginx base URL): two workers on PostgreSQL and Redis behind real nginx."""
     if not os.path.exists(NGINX):

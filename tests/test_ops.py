@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from realtime import keys, metrics
 from realtime.embedded import EmbeddedRedis
@@ -236,3 +236,27 @@ def test_events_carry_the_commit_time_and_old_ones_still_decode():
 def test_metrics_address_rules(settings, address, allowed):
     settings.METRICS_ALLOWED_IPS = ["127.0.0.1", "::1", "10.0.0.0/8"]
     assert address_allowed(address, allowed_networks()) is allowed
+
+
+async def test_closes_made_by_daphne_itself_are_counted(live_site):
+    """A frame over --websocket-max-message-size is closed 1009 by autobahn, before the
+    application sees it: the closes metric counts it all the same."""
+    site = live_site(scheduler=False)  # daphne runs with --websocket-max-message-size 65536
+    async with connect(site.ws_url, subprotocols=["realtime.v1"], max_size=None) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "ping", "id": "x" * 100_000}))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == 1009
+
+    def counted() -> float | None:
+        deadline = time.monotonic() + 15
+        while True:
+            value = sample(
+                get(site.url + "/metrics")[1], "realtime_server_closes_total", code="1009"
+            )
+            if value or time.monotonic() > deadline:
+                return value
+            time.sleep(0.2)
+
+    assert await asyncio.to_thread(counted) == 1

@@ -145,3 +145,28 @@ def test_private_topics_need_the_session_and_logout_ends_the_stream(site):
             stream.next()  # the stream ended
     finally:
         stream.close()
+
+
+def test_a_stream_cut_while_resuming_resumes_every_topic_exactly_once(site):
+    """Every event's cursor names every topic of the stream, also while the stream is still
+    replaying its first topic: a cut there resumes the others where they were."""
+    chat = [publish(site, "chat", f"c{i}") for i in range(12)]
+    alerts = [publish(site, "alerts", f"a{i}") for i in range(5)]
+    topics = f"{site.url}/events/?topic=chat&topic=alerts"
+    stream = EventSourceClient(topics, {"Last-Event-ID": f"chat:{chat[1]},alerts:{alerts[0]}"})
+    try:
+        (first,) = stream.messages(1)
+    finally:
+        stream.close()  # cut during chat's replay, before alerts' turn
+    assert first["data"]["seq"] == chat[2]
+    assert first["id"] == f"chat:{chat[2]},alerts:{alerts[0]}"
+    again = EventSourceClient(topics, {"Last-Event-ID": first["id"]})
+    try:
+        got = again.messages(len(chat) - 3 + len(alerts) - 1)
+        seen = [(e["data"]["topic"], e["data"]["seq"]) for e in got]
+        assert seen == [("chat", s) for s in chat[3:]] + [("alerts", s) for s in alerts[1:]]
+        fresh = publish(site, "alerts", "new")
+        (event,) = again.messages(1)  # nothing replayed twice before it
+        assert (event["data"]["topic"], event["data"]["seq"]) == ("alerts", fresh)
+    finally:
+        again.close()

@@ -52,3 +52,9 @@ def test_a_server_error_page_of_its_own(client, settings):
     assert "Something went wrong on our side" in page and "favicon.svg" in page
     forbidden = render_to_string("403.html", {"request": None})
     assert "Not allowed" in forbidden
+
+
+def test_home_says_no_messages_yet_for_an_empty_topic(client, topic_factory):
+    topic_factory("quiet")
+    page = client.get("/").content.decode()
+    assert "No messages yet" in page and "#0" not in page

@@ -150,3 +150,73 @@ def test_frame_wire_bytes_follow_rfc6455(size):
         assert data[1] == 127 and struct.unpack("!Q", data[2:10])[0] == size
         assert data[10:] == payload
     assert wire.Frame(payload).text == payload.decode()
+
+
+def test_daphne_routes_socket_data_through_the_protocols_instance_attributes():
+    """ReadGate and HeadDeadline wrap methods on the instance: daphne hands the upgraded
+    transport to the WebSocket protocol (``transport.protocol``), which Twisted calls by
+    attribute, and daphne's protocol queues events on ``application_queue``."""
+    import inspect
+
+    from daphne import http_protocol, ws_protocol
+    from twisted.internet import tcp
+    from twisted.web import http
+
+    assert "transport.protocol = protocol" in inspect.getsource(http_protocol.WebRequest.process)
+    assert "self.protocol.dataReceived" in inspect.getsource(tcp.Connection._dataReceived)
+    assert "application_queue.put_nowait" in inspect.getsource(
+        ws_protocol.WebSocketProtocol.onMessage
+    )
+    for name in ("connectionMade", "allHeadersReceived", "requestDone", "connectionLost"):
+        assert callable(getattr(http.HTTPChannel, name))
+    assert "self.allHeadersReceived()" in inspect.getsource(http.HTTPChannel.lineReceived)
+    assert http.HTTPChannel.totalHeadersSize == 16384
+
+
+class GateTransport:
+    def __init__(self):
+        self.reading = True
+
+    def pauseProducing(self):
+        self.reading = False
+
+    def resumeProducing(self):
+        self.reading = True
+
+
+class GateProtocol:
+    """What ReadGate needs of daphne's protocol: autobahn parses each fed piece into frames
+    (here: one frame per 100 bytes) that daphne queues."""
+
+    def __init__(self):
+        self.application_queue = asyncio.Queue()
+        self.transport = GateTransport()
+        self.fed = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self.fed += len(data)
+        for _ in range(len(data) // 100):
+            self.application_queue.put_nowait({"type": "websocket.receive"})
+
+
+def test_read_gate_reads_no_faster_than_frames_are_taken():
+    protocol = GateProtocol()
+    gate = wire.ReadGate(protocol)
+    protocol.dataReceived(b"x" * 100)  # a small read goes straight through
+    assert protocol.fed == 100 and protocol.transport.reading
+    protocol.dataReceived(b"x" * 100_000)  # a flood: fed until 64 frames wait, then kept
+    assert protocol.application_queue.qsize() >= wire.ReadGate.MAX_QUEUED
+    assert protocol.fed < 100 + 3 * wire.ReadGate.PIECE
+    assert not protocol.transport.reading and gate.kept
+    queue = protocol.application_queue
+    while queue.qsize() >= wire.ReadGate.MAX_QUEUED // 2:  # the application takes frames
+        queue.get_nowait()
+        gate.taken()
+    assert protocol.fed > 100 + wire.ReadGate.PIECE  # read on from where it stopped
+    while protocol.fed < 100_100:
+        queue.get_nowait()
+        gate.taken()
+    assert protocol.transport.reading and not gate.kept
+    gate.stop()  # closing for abuse: nothing more is even parsed
+    protocol.dataReceived(b"x" * 10_000)
+    assert protocol.fed == 100_100 and not protocol.transport.reading

@@ -143,3 +143,44 @@ def test_pages_go_live_over_sse_when_websockets_are_blocked(site, new_page):
     expect(page.locator("#publish-result")).to_have_text("published as #2")
     expect(page.locator("#stream li").first).to_contain_text("written over http")
     expect(page.locator("#stream li")).to_have_count(2)
+
+
+def test_enter_sends_on_the_chat_page_and_shift_enter_starts_a_line(site, new_page):
+    page = new_page()
+    live(page, site.url + "/topics/chat/")
+    page.fill("#publish-text", "first line")
+    page.press("#publish-text", "Shift+Enter")
+    page.type("#publish-text", "second line")
+    page.press("#publish-text", "Enter")
+    expect(page.locator("#publish-result")).to_have_text("published as #1")
+    expect(page.locator("#stream li").first.locator(".data")).to_contain_text("second line")
+    assert page.input_value("#publish-text") == ""
+
+
+def test_a_tab_whose_session_ended_shows_signed_out_and_stops(site, new_page):
+    manage(
+        site.env,
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User;"
+        "User.objects.create_user('lea', password='lea-pass-123')",
+    )
+    page = new_page()
+    page.goto(site.url + "/accounts/login/?next=/topics/chat/")
+    page.fill("#id_username", "lea")
+    page.fill("#id_password", "lea-pass-123")
+    page.click("button[type=submit]")
+    expect(page.locator("#status")).to_have_text("live")
+    expect(page.locator("#user")).to_contain_text("lea")
+    other = page.context.new_page()  # another tab of the same browser signs out
+    other.goto(site.url + "/topics/news/")
+    other.click("text=Sign out")
+    expect(page.locator("#status")).to_have_text("signed out")  # closed with 4401
+    expect(page.locator("#user")).not_to_contain_text("lea")
+    expect(page.locator("#signed-out")).to_have_attribute(
+        "href", "/accounts/login/?next=%2Ftopics%2Fchat%2F"
+    )
+    state = page.evaluate(
+        "() => [realtimeConsumer.stopped, realtimeConsumer.reconnectTimer, realtimeConsumer.socket]"
+    )
+    assert state == [True, None, None]  # and nothing will reconnect it

@@ -338,5 +338,19 @@ test("a stream the server ended (session over) is not reopened", async () => {
   source().emit("error", { error: "unauthorized", message: "the session ended" });
   assert.deepEqual(refusals, ["unauthorized"]);
   assert.ok(source().closed);
-  assert.equal(consumer.status, "offline");
+  assert.equal(consumer.status, Status.SIGNED_OUT); // the page says so until reloaded
+});
+
+test("a socket closed with 4401 (session ended) shows signed out and never reconnects", () => {
+  const { clock, WebSocket, consumer, statuses, socket } = setup();
+  const signals = [];
+  consumer.on("signedout", () => signals.push("signedout"));
+  socket().welcome();
+  socket().serverClose(4401);
+  assert.equal(consumer.status, Status.SIGNED_OUT);
+  assert.equal(statuses.at(-1), "signed out");
+  assert.deepEqual(signals, ["signedout"]);
+  clock.advance(600000);
+  consumer.env.dispatchEvent(new Event("online")); // not even when the network returns
+  assert.equal(WebSocket.instances.length, 1);
 });

@@ -6,7 +6,7 @@
 import { Backoff } from "./backoff.js";
 import { ConnectionMonitor } from "./connection_monitor.js";
 import { EventStreamTransport } from "./event_stream.js";
-import { FrameType, PROTOCOL, socketUrl } from "./protocol.js";
+import { CloseCode, FrameType, PROTOCOL, socketUrl } from "./protocol.js";
 import { Subscriptions } from "./subscriptions.js";
 
 const OPEN = 1;
@@ -16,6 +16,7 @@ export const Status = Object.freeze({
   LIVE: "live",
   RECONNECTING: "reconnecting",
   OFFLINE: "offline",
+  SIGNED_OUT: "signed out", // closed with 4401: stays so until the page is loaded again
 });
 
 const realClock = {
@@ -169,6 +170,10 @@ export class Consumer {
     this.emit("close", event);
     this.dropSocket();
     if (this.stopped) return;
+    if (event.code === CloseCode.UNAUTHORIZED) {
+      this.signedOut();
+      return;
+    }
     this.failedOpens = welcomed ? 0 : this.failedOpens + 1;
     const fallback = this.transport === "auto" && this.events.available;
     if (fallback && this.failedOpens >= this.fallbackAfter) {
@@ -209,7 +214,20 @@ export class Consumer {
 
   streamRefused(body) {
     this.emit("refused", body);
+    if (body?.error === "unauthorized") {
+      this.signedOut();
+      return;
+    }
     this.setStatus(Status.OFFLINE);
+  }
+
+  // The server ended the user's session (4401, or the event stream's "unauthorized"):
+  // reconnecting would only connect as someone else (anonymous), so stop until a new page
+  // load, and say so.
+  signedOut() {
+    this.disconnect();
+    this.setStatus(Status.SIGNED_OUT);
+    this.emit("signedout");
   }
 
   scheduleReconnect() {

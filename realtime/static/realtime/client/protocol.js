@@ -33,6 +33,7 @@ export const CloseCode = Object.freeze({
   POLICY_VIOLATION: 1008,
   TOO_BIG: 1009,
   SERVER_ERROR: 1011,
+  UNAUTHORIZED: 4401, // the user's session ended: do not reconnect until a new page load
 });
 
 // The WebSocket URL for a path on this site: http → ws, https → wss.

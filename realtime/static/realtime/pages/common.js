@@ -15,10 +15,23 @@ export function pageConsumer() {
     show(consumer.status);
     consumer.on("status", show);
   }
+  consumer.on("signedout", () => showSignedOut(document));
   globalThis.realtimeConsumer = consumer; // for the console and for tests
   localizeTimes();
   keepTimesCurrent();
   return consumer;
+}
+
+// The session ended while the page was open: the header no longer names the user; a link
+// signs in again (and comes back here).
+export function showSignedOut(doc) {
+  const user = doc.getElementById("user");
+  if (!user) return;
+  const link = doc.createElement("a");
+  link.href = `/accounts/login/?next=${encodeURIComponent(doc.location?.pathname ?? "/")}`;
+  link.textContent = "Signed out: sign in again";
+  link.id = "signed-out";
+  user.replaceChildren(link);
 }
 
 // Message data as text for people: strings as they are, anything else as indented JSON.

@@ -4,7 +4,7 @@
 // in order (newest first, or oldest first), trimmed to the region's limit; mode "replace"
 // shows only the latest. Each insert fires a "live:message" event on the region (detail: the
 // frame), for pages that show more (a count, a seq) around it.
-import { agoText, messageBody, pageConsumer, timeText } from "./common.js";
+import { messageBody, pageConsumer } from "./common.js";
 
 const consumer = pageConsumer();
 
@@ -18,11 +18,7 @@ function item(frame, withMeta) {
     const seq = document.createElement("span");
     seq.className = "seq";
     seq.textContent = `#${frame.seq}`;
-    const when = document.createElement("time");
-    when.dateTime = frame.ts;
-    when.textContent = timeText(frame.ts);
-    when.dataset.ago = agoText(frame.ts);
-    meta.append(seq, " ", when);
+    meta.append(seq); // the time is the message's own (its template shows it once)
     li.append(meta);
   }
   li.append(messageBody(frame.data, frame));

@@ -22,4 +22,11 @@ if (form) {
       result.textContent = `not published: ${error.message}`;
     }
   });
+  // Enter sends, as in every chat; Shift+Enter starts a new line.
+  text.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
 }
