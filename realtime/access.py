@@ -5,8 +5,9 @@ deleted) every socket it opened is closed with 4401; when only a topic's read ac
 (removed from the topic's group, the topic made private, disabled or deleted) the socket is
 told ``unsubscribed`` for that topic and stays open. The process that makes the change announces
 it after commit on a Redis channel (``fanout.announce_access_change``); every hub hands it to
-its connections, which re-check against the database. A hub that lost Redis re-checks every
-signed-in connection when it is back, so an announcement missed meanwhile is not lost.
+its connections (``Connection.access_changed``), which re-check against the database. A hub
+that lost Redis re-checks every signed-in connection when it is back, so an announcement
+missed meanwhile is not lost.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 from importlib import import_module
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user, get_user_model, user_logged_out
 from django.contrib.auth.models import Group
@@ -22,9 +24,8 @@ from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from realtime import fanout, protocol, topics
+from realtime import fanout
 from realtime.models import Topic
-from realtime.topics import current_user
 
 logger = logging.getLogger("realtime.access")
 
@@ -44,6 +45,14 @@ def session_user_id(session_key: str | None) -> Any:
     engine = import_module(settings.SESSION_ENGINE)
     user = get_user(_SessionRequest(engine.SessionStore(session_key)))
     return user.pk if user.is_authenticated else None
+
+
+@database_sync_to_async
+def current_user(session_key: str | None, user_id: Any) -> Any:
+    """The user behind the session now, or None when it no longer authenticates ``user_id``."""
+    if user_id is None or session_user_id(session_key) != user_id:
+        return None
+    return get_user_model()._default_manager.filter(pk=user_id).first()
 
 
 def concerns(event: dict[str, Any], user_id: Any, session_key: str | None, topics: Any):
@@ -141,47 +150,3 @@ def connect_signals() -> None:
     post_save.connect(topic_changed, sender=Topic, dispatch_uid="realtime.access.topic_saved")
     post_delete.connect(topic_changed, sender=Topic, dispatch_uid="realtime.access.topic_del")
     post_delete.connect(group_deleted, sender=Group, dispatch_uid="realtime.access.group_del")
-
-
-class RevocationMixin:
-    """The consumer's side of revocation: re-check when the hub hands it an access change."""
-
-    user: Any
-    user_id: Any
-    session_key: str | None
-    streams: dict[str, Any]
-    closing: bool
-    connection_id: str
-    send: Any
-    _spawn: Any
-    _leave: Any
-    _close: Any
-
-    def access_changed(self, event: dict[str, Any]) -> None:
-        """Someone's access may have ended: re-check this connection if it is concerned."""
-        for slug in event.get("topics", ()):
-            topics.drop(slug)  # the row changed: read it again
-        session, slugs = concerns(event, self.user_id, self.session_key, self.streams)
-        if (session or slugs) and not self.closing:
-            self._spawn(self._recheck(session, slugs))
-
-    async def _recheck(self, session: bool, slugs: list[str]) -> None:
-        """Close with 4401 when the session no longer authenticates the user; else leave the
-        topics it may no longer read (``unsubscribed`` with a code)."""
-        try:
-            if session:
-                user = await current_user(self.session_key, self.user_id)
-                if user is None:
-                    await self._close(protocol.CLOSE_UNAUTHORIZED, "the session ended")
-                    return
-                self.user = user
-            for slug in slugs:
-                if slug not in self.streams or self.closing:
-                    continue
-                found = await topics.access(slug, self.user)
-                if found.topic is None and slug in self.streams:
-                    self._leave(slug)
-                    await self.send(text_data=protocol.unsubscribed(slug, code=found.refusal))
-                    logger.info("access to %s ended on %s", slug, self.connection_id)
-        except Exception:
-            logger.exception("re-checking access of %s failed", self.connection_id)

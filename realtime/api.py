@@ -124,7 +124,7 @@ def publish_view(request: HttpRequest, slug: str) -> JsonResponse:
         return error_response(404, "not_found", f"No topic {slug!r}.")
     guard = None
     if token is not None:
-        if not tokens.may_publish(token, topic):
+        if not topic.can_publish(token=token):
             return error_response(403, "forbidden", f"This token may not publish to {slug!r}.")
         scope, source, origin = f"token:{token.pk}", Source.API, f"token:{token.name}"
         guard = partial(tokens.hold, token)

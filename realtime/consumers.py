@@ -1,297 +1,187 @@
-"""The /ws/ endpoint: one thin consumer implementing the realtime.v1 protocol.
+"""The /ws/ endpoint: the WebSocket door of a ``connection.Connection``.
 
-Frame parsing lives in ``protocol``, the per-topic delivery state machine in ``delivery``, topic
-lookups and the read rule in ``topics``, revocation in ``access``, socket writes and closes
-under daphne in ``wire``. Topic frames arrive from this process's ``engine.Hub`` by a direct
-call (``deliver``), not through the channel layer.
+The consumer does the handshake (subprotocol, Origin, admission), vets each client frame
+(size, budget, shape: ``ratelimit``, ``protocol``) and hands it to ``on_<type>``, which asks
+the connection. It is the connection's ``Transport``: frames go out through channels' send,
+or straight to daphne's socket; every daphne/Twisted/autobahn internal lives in ``wire``.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
-import uuid
 from typing import Any
 
 from autobahn.exception import Disconnected
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import access, engine, idempotency, metrics, protocol, topics, wire
-from realtime.conf import realtime_settings
-from realtime.delivery import Stream
-from realtime.exceptions import InvalidMessage, TopicNotFound
-from realtime.models import Source, Topic
+from realtime import engine, metrics, protocol, wire
+from realtime.admission import admission
+from realtime.conf import realtime_settings as conf
+from realtime.connection import Connection
 from realtime.origins import Refusal, handshake_refusal
-from realtime.outbox import publish
-from realtime.protocol import ProtocolError
-from realtime.ratelimit import ConnectionLimits
-from realtime.streams import StreamsMixin
-from realtime.topics import latest_seq
+from realtime.protocol import ClientFrame, ProtocolError
+from realtime.ratelimit import ConnectionLimits, FrameTooBig
 
 logger = logging.getLogger("realtime.consumer")
 
-HUB_READY_TIMEOUT = 5.0  # a subscribe waits this long for the process's Redis subscription
 
+class RealtimeConsumer(AsyncWebsocketConsumer):
+    """A visitor's socket: the handshake and the client's frames; the rest is its connection."""
 
-@database_sync_to_async
-def store(topic: Topic, data: Any, user: Any, scope: str, key: str | None) -> int:
-    """Store a visitor's message; its seq (the first one's, for a key used before)."""
-    return publish(topic, data, source=Source.VISITOR, user=user, key=key, scope=scope).seq
-
-
-def not_found(slug: str, frame: protocol.ClientFrame) -> ProtocolError:
-    # Private topics the user may not read answer exactly like missing ones.
-    return ProtocolError(protocol.NOT_FOUND, f"No topic {slug!r}.", id=frame.id, topic=slug)
-
-
-class RealtimeConsumer(StreamsMixin, access.RevocationMixin, AsyncWebsocketConsumer):
-    """A visitor's socket: subscriptions, replay, visitor publish, ping."""
-
-    hub: engine.Hub | None = None
+    connection: Connection | None = None
     protocol: Any = None  # daphne's protocol object, when under daphne
-    direct: Any = None  # the same, when fanned-out frames are written straight to it
-    closing = False
-    close_counted = False  # in the closes metric
     gate: wire.ReadGate | None = None
-    counted = False  # in the hub's per-address count
-    user: Any = None
-    user_id: Any = None
-    session_key: str | None = None  # the session that authenticated user_id
-    address = "?"
-    host = "?"
+    write: Any = None  # Transport.write: straight to daphne's socket, when it may
+    close_counted = admitted = False  # in the closes metric; counted by admission
+    address = host = "?"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Topics do not need the channel layer; without it a connection costs no receive task.
-        if not realtime_settings.CONSUMER_CHANNEL_LAYER:
+        if not conf.CONSUMER_CHANNEL_LAYER:
             self.channel_layer_alias = None
         elif self.channel_layer_alias == "default":
-            self.channel_layer_alias = realtime_settings.CHANNEL_LAYER
-        self.streams: dict[str, Stream] = {}
-        self.tasks: set[asyncio.Task] = set()
-        self.connection_id = uuid.uuid4().hex[:16]
+            self.channel_layer_alias = conf.CHANNEL_LAYER
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        # Clean-up runs whatever ends the consumer: a disconnect, an exception, a cancellation
-        # by daphne, or a close the server sent itself.
-        try:
+        try:  # clean-up, whatever ends the consumer (a disconnect, an error, a cancellation)
             await super().__call__(scope, receive, send)
         finally:
-            self._clean_up()
+            self.release()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Dispatch without channels' per-message thread hop to close old database
-        connections: every database helper here is a ``database_sync_to_async`` call, which
-        already does that in the database thread."""
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']!r}")
-        await handler(message)
-
-    # --- the handshake ------------------------------------------------------------------------
+        # No per-message thread hop to close database connections: every database helper is
+        # a database_sync_to_async call, which does that.
+        await getattr(self, get_handler_name(message))(message)
 
     async def connect(self) -> None:
         client = self.scope.get("client") or ("?",)
-        self.address = ":".join(str(p) for p in client)
-        self.host = str(client[0])
-        refusal = handshake_refusal(self.scope)
-        conf = realtime_settings
-        self.hub = engine.hub()
-        if refusal is None and not self.hub.connected(
-            self, self.host, conf.MAX_CONNECTIONS_PER_ADDRESS
-        ):
-            refusal = Refusal(
-                "address_limit",
-                f"already {conf.MAX_CONNECTIONS_PER_ADDRESS} connection(s) from its address",
-            )
+        self.address, self.host = ":".join(str(p) for p in client), str(client[0])
+        refusal, limit = handshake_refusal(self.scope), conf.MAX_CONNECTIONS_PER_ADDRESS
+        if refusal is None and not admission().admit(self.host, limit):
+            refusal = Refusal("address_limit", f"already {limit} connection(s) from its address")
         if refusal is not None:
             metrics.REFUSED.labels(refusal.reason).inc()
             logger.info("refused %s: %s", self.address, refusal)
-            await self.close()
-            return
-        self.counted = True
-        self.user = self.scope.get("user")
-        if self.user is not None and self.user.is_authenticated:
-            self.user_id = self.user.pk
-            self.session_key = self.scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
-        self.limits = ConnectionLimits(conf)
-        self.max_send_buffer = self.limits.send_buffer
-        self.hub.start()
+            return await self.close()
+        self.admitted, self.limits = True, ConnectionLimits(conf)
         self.protocol = wire.daphne_protocol(self.scope.get(wire.SCOPE_KEY))
-        self.direct = self.protocol if conf.DIRECT_WRITE else None
         if self.protocol is not None:
             self.gate = wire.ReadGate(self.protocol)  # frames read as fast as handled
-        self.write = wire.WRITERS[conf.WRITE_PATH]
-        subprotocols = self.scope.get("subprotocols") or []
-        await self.accept(subprotocol=protocol.PROTOCOL if subprotocols else None)
-        welcome = protocol.welcome(self.connection_id, self.username, self.limits.advertised())
-        await self.send(text_data=welcome)
-        logger.info("connect %s user=%s addr=%s", self.connection_id, self.username, self.address)
-
-    @property
-    def username(self) -> str | None:
-        user = self.user
-        return user.get_username() if user is not None and user.is_authenticated else None
+            self.waiting = functools.partial(wire.waiting, self.protocol)
+            if conf.DIRECT_WRITE:
+                self.write = functools.partial(wire.WRITERS[conf.WRITE_PATH], self.protocol)
+        cookie = self.scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
+        hub = engine.hub()
+        c = self.connection = Connection(
+            self, hub, user=self.scope.get("user"), session_key=cookie, address=self.address
+        )
+        hub.connected(c)
+        hub.start()
+        await self.accept(subprotocol=protocol.PROTOCOL if self.scope.get("subprotocols") else None)
+        await self.send(protocol.welcome(c.connection_id, c.username, self.limits.advertised()))
+        logger.info("connect %s user=%s addr=%s", c.connection_id, c.username, self.address)
 
     async def disconnect(self, code: int) -> None:
-        args = (self.connection_id, self.username, self.address, code)
-        logger.info("disconnect %s user=%s addr=%s code=%s", *args)
+        if (c := self.connection) is not None:
+            logger.info("disconnect %s user=%s code=%s", c.connection_id, c.username, code)
         failed = wire.failure_code(self.protocol)
-        if failed is not None and not self.close_counted:
-            # Closed by daphne/autobahn itself (1009 for a frame over the size limit).
+        if failed is not None and not self.close_counted:  # closed by autobahn itself (1009)
             self.close_counted = True
             metrics.CLOSES.labels(str(failed)).inc()
 
-    def _clean_up(self) -> None:
-        """Leave every topic and the hub's connection count; idempotent."""
-        self._release()
+    def release(self) -> None:
+        if self.connection is not None:
+            self.connection.release()
+        if self.admitted:
+            self.admitted = False
+            admission().leave(self.host)
 
     # --- frames from the client ---------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.gate is not None:
             self.gate.taken()
-        if self.closing:
+        if self.connection is None or self.connection.closing:
             return
-        if text_data is None:
-            if bytes_data is not None and len(bytes_data) > self.limits.frame_bytes:
-                await self._close(protocol.CLOSE_TOO_BIG, "binary frame over the limit")
-                return
-            await self._refuse(
-                ProtocolError(protocol.BINARY_UNSUPPORTED, "Send JSON text, not binary frames.")
-            )
-            return
-        if self.limits.too_big(text_data):
-            await self._close(protocol.CLOSE_TOO_BIG, "frame over the limit")
-            return
-        logger.debug("frame in %s: %.200s", self.connection_id, text_data)
         try:
-            self.limits.check_frame(text_data)
-            frame = protocol.parse(text_data)
+            frame = self.limits.vet(text_data, bytes_data)
             await getattr(self, f"on_{frame.type}")(frame)
+        except FrameTooBig as exc:
+            await self.close(protocol.CLOSE_TOO_BIG, str(exc))
         except ProtocolError as exc:
-            await self._refuse(exc)
+            await self.refuse(exc)
         except Exception:
-            logger.exception("server error on %s serving %.200r", self.connection_id, text_data)
-            metrics.ERROR_FRAMES.labels(protocol.SERVER_ERROR).inc()
-            await self.send(
-                text_data=protocol.error(
-                    protocol.SERVER_ERROR,
-                    "The server could not serve this frame; try again later.",
-                    id=protocol.frame_id(text_data),
-                )
-            )
+            logger.exception("server error on %s: %.200r", self.connection.connection_id, text_data)
+            await self.refuse(protocol.server_error(text_data), abuse=False)
 
-    async def on_ping(self, frame: protocol.ClientFrame) -> None:
-        await self.send(text_data=protocol.pong(id=frame.id))
+    async def on_ping(self, frame: ClientFrame) -> None:
+        await self.send(protocol.pong(id=frame.id))
 
-    async def on_subscribe(self, frame: protocol.ClientFrame) -> None:
-        slug = str(frame.topic)
-        if slug not in self.streams:
-            self.limits.check_subscriptions(len(self.streams), frame)
-        stream = self.streams.get(slug)
-        resubscribe = stream is not None
-        hub = self.hub or engine.hub()
-        if stream is None:
-            # Listen first, then read: anything stored after the read arrives from the hub
-            # (until then the new stream is busy, and live frames only raise its target).
-            stream = self.streams[slug] = Stream()
-            hub.add(slug, self)
-            await hub.wait_ready(HUB_READY_TIMEOUT)
-        try:
-            found = await topics.access(slug, self.user)
-        except Exception:
-            if not resubscribe:
-                self._leave(slug)
-            raise
-        if found.topic is None:
-            self._leave(slug)  # access is checked again on every subscribe
-            raise not_found(slug, frame)
-        topic = found.topic
-        if resubscribe:
-            # Already subscribed: confirm; nothing already sent is sent again.
-            latest = await latest_seq(topic.pk)
-            await self.send(text_data=protocol.subscribed(slug, latest, True, id=frame.id))
-            self.advance(slug, latest)
-            return
-        await self._open(slug, stream, topic, frame, hub)
+    async def on_subscribe(self, frame: ClientFrame) -> None:
+        if frame.topic not in self.connection.streams:
+            self.limits.check_subscriptions(len(self.connection.streams), frame)
+        await self.connection.subscribe(str(frame.topic), frame.since, frame.id)
 
-    async def on_unsubscribe(self, frame: protocol.ClientFrame) -> None:
-        slug = str(frame.topic)
-        self._leave(slug)
-        await self.send(text_data=protocol.unsubscribed(slug, id=frame.id))
+    async def on_unsubscribe(self, frame: ClientFrame) -> None:
+        await self.connection.unsubscribe(str(frame.topic), frame.id)
 
-    async def on_publish(self, frame: protocol.ClientFrame) -> None:
-        slug = str(frame.topic)
+    async def on_publish(self, frame: ClientFrame) -> None:
         self.limits.check_publish(frame)
-        found = await topics.access(slug, self.user)
-        if found.topic is None:
-            raise not_found(slug, frame)
-        if not found.may_publish:
-            raise ProtocolError(
-                protocol.FORBIDDEN, f"You may not publish to {slug!r}.", id=frame.id, topic=slug
-            )
-        try:
-            scope = idempotency.scope_of(
-                self.user, self.scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
-            )
-            seq = await store(found.topic, frame.data, self.user, scope, frame.key)
-        except TopicNotFound:
-            raise not_found(slug, frame) from None
-        except InvalidMessage as exc:
-            raise ProtocolError(protocol.BAD_REQUEST, str(exc), id=frame.id, topic=slug) from None
-        await self.send(text_data=protocol.published(slug, seq, id=frame.id))
+        await self.connection.publish(str(frame.topic), frame.data, frame.key, frame.id)
 
-    # --- from the hub (engine.Subscriber) -----------------------------------------------------
-
-    def server_shutdown(self) -> int:
-        """The server is stopping: close with 1001 so the client reconnects. Returns 1 if a
-        close was sent."""
-        if self.protocol is None or self.closing:
-            return 0
-        wire.close(self.protocol, protocol.CLOSE_GOING_AWAY, "server shutting down")
-        self._clean_up()
-        return 1
-
-    # --- helpers ------------------------------------------------------------------------------
-
-    async def send(self, text_data: str | None = None, bytes_data: Any = None, close: Any = False):
-        """channels' send, except that a client gone while it was answered (autobahn raises
-        ``Disconnected``: the socket closed between the frame's arrival and the answer) ends
-        the connection quietly instead of with a traceback and a second failing send."""
-        if self.closing and not close:
-            return
-        try:
-            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
-        except Disconnected:
-            logger.debug("%s closed before an answer could be sent", self.connection_id)
-            self._clean_up()
-
-    async def _refuse(self, exc: ProtocolError) -> None:
-        logger.debug("refused frame on %s: %s", self.connection_id, exc.code)
+    async def refuse(self, exc: ProtocolError, abuse: bool = True) -> None:
         metrics.ERROR_FRAMES.labels(exc.code).inc()
-        await self.send(text_data=exc.frame())
-        if exc.code != protocol.NOT_FOUND and not self.limits.abuse.take():
-            await self._close(protocol.CLOSE_POLICY_VIOLATION, "kept breaking the protocol")
+        await self.send(exc.frame())
+        if abuse and exc.code != protocol.NOT_FOUND and not self.limits.abuse.take():
+            await self.close(protocol.CLOSE_POLICY_VIOLATION, "kept breaking the protocol")
 
-    async def _close(self, code: int, reason: str) -> None:
-        """Close with ``code``. Under daphne through its protocol object: autobahn refuses
-        application close codes other than 1000 and 3000-4999 (1008, 1009, 1011 would turn
-        into an error and a 1011)."""
-        if self.closing:
+    # --- the connection's Transport -------------------------------------------------------------
+
+    async def send_frame(self, kind: str, text: str) -> None:
+        await self.send(text)
+
+    async def send(self, text_data: Any = None, bytes_data: Any = None, close: Any = False):
+        """channels' send; nothing once the connection ends, and a client gone meanwhile
+        (autobahn's ``Disconnected``) ends it quietly."""
+        if self.connection is None or not self.connection.closing or close:
+            try:
+                await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+            except Disconnected:
+                self.release()
+
+    def waiting(self) -> bool:
+        return False  # replaced by wire.waiting under daphne
+
+    def pending(self) -> int:
+        return wire.buffered(self.protocol) if self.protocol is not None else 0
+
+    async def close(self, code: Any = None, reason: str | None = None) -> None:
+        """Close with ``code`` through daphne's protocol object (autobahn refuses 1008, 1009
+        and 1011 from applications); without one, channels' close (a refused handshake)."""
+        if code is None or self.connection is None:
+            return await super().close(code=code)
+        if self.connection.closing:
             return
-        logger.info(
-            "closing %s addr=%s code=%s: %s", self.connection_id, self.address, code, reason
-        )
+        logger.info("closing %s code=%s: %s", self.connection.connection_id, code, reason)
         metrics.CLOSES.labels(str(code)).inc()
         self.close_counted = True
-        if self.gate is not None:
-            self.gate.stop()  # what the client sends after this is not even read
+        if self.gate is not None and code != protocol.CLOSE_UNAUTHORIZED:
+            self.gate.stop()  # what an abusive client sends after this is not even read
         if self.protocol is not None:
-            wire.close(self.protocol, code, reason)
+            wire.close(self.protocol, code, reason or "")
         else:
-            await self.close(code=code)
-        self._clean_up()
+            await super().close(code=code)
+        self.release()
+
+    def shutdown(self) -> bool:
+        if self.protocol is not None:
+            wire.close(self.protocol, protocol.CLOSE_GOING_AWAY, "server shutting down")
+        return self.protocol is not None
+
+    def drop(self) -> None:
+        if self.protocol is not None:
+            wire.drop(self.protocol)

@@ -6,7 +6,8 @@ task wake-up *per connection and message*. Here each process (event loop) holds 
 one Redis connection PSUBSCRIBEd to every topic, and a map topic → local subscribers. A message
 is one PUBLISH; each process receives it once and hands the pre-serialised frame to its local
 subscribers with a direct call. Redis remains the cross-process fan-out, so any number of daphne
-processes share topics. Every Redis *write* lives in ``realtime.fanout``; this module only reads.
+processes share topics. Every Redis *write* lives in ``realtime.fanout``; this module only reads
+(presence, stats and gauges are written beside it by ``realtime.presence``).
 
 Redis pub/sub keeps nothing: while the hub is disconnected it misses messages. On every
 (re)subscribe it therefore *resyncs*: reads each local topic's latest seq from the database and
@@ -25,23 +26,22 @@ import time
 import uuid
 import weakref
 from bisect import bisect_left
-from collections import Counter
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 
-from realtime import fanout, keys, metrics
+from realtime import keys, metrics
 from realtime.wire import Frame
 
 logger = logging.getLogger("realtime.engine")
 
 RECONNECT_MIN, RECONNECT_MAX = 0.1, 5.0
-PRESENCE_EVERY, PRESENCE_TTL = 2.0, 10
 
 
 class Subscriber(Protocol):
-    """What the hub needs of a local connection (``RealtimeConsumer`` implements it)."""
+    """What the hub needs of a local connection (``connection.Connection`` implements it)."""
 
     def push(self, slug: str, seq: int, frame: Frame) -> int:
         """Write the frame now if it is the connection's next one: 1 written, 0 not, -1 to
@@ -59,18 +59,32 @@ class Subscriber(Protocol):
 
 
 class Hub:
-    """One per event loop: a Redis pub/sub reader and the local subscribers by topic."""
+    """One per event loop: a Redis pub/sub reader and the local subscribers by topic.
 
-    def __init__(self, url: str, prefix: str):
+    Its one job is the subscription and the dispatch to local subscribers. What it needs from
+    elsewhere is handed in: ``read_heads`` (slugs → latest seqs, from the database, run in a
+    thread, for the resync) and ``companions`` (coroutines run beside the reader while the
+    hub runs: ``presence.report`` writes presence, stats and gauges).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        *,
+        read_heads: Callable[[list[str]], dict[str, int]] | None = None,
+        companions: tuple[Callable[[Hub], Coroutine[Any, Any, None]], ...] = (),
+    ):
         self.url = url
         self.prefix = prefix
+        self.read_heads = read_heads
+        self.companions = companions
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.topics: dict[str, set[Subscriber]] = {}
-        self.connections: set[Subscriber] = set()  # every local consumer
-        self.per_address: Counter[str] = Counter()
+        self.connections: set[Subscriber] = set()  # every local subscriber
         self.ready = asyncio.Event()
         self.task: asyncio.Task | None = None
-        self.presence_task: asyncio.Task | None = None
+        self.companion_tasks: list[asyncio.Task] = []
         self.subscribes = 0  # successful (re)subscriptions to Redis
         self.delivered = 0  # frames written by the live fan-out (the admin's status page)
         # Latest seq per topic, kept from the stream once seeded from the database while
@@ -79,7 +93,7 @@ class Hub:
         self._topic_prefix = keys.topic_channel(prefix, "")
         self._heads = keys.heads_channel(prefix).encode()
         self._access = keys.access_channel(prefix).encode()
-        self._presence_dirty = True
+        self.presence_dirty = True  # the counts changed since presence last wrote them
         # The watchdog of the pub/sub connection (seconds): poll, ping when quiet, give up.
         self.poll_every, self.ping_after, self.silent_limit = 5.0, 15.0, 30.0
 
@@ -87,7 +101,7 @@ class Hub:
 
     def add(self, slug: str, subscriber: Subscriber) -> None:
         self.topics.setdefault(slug, set()).add(subscriber)
-        self._presence_dirty = True
+        self.presence_dirty = True
         self.start()
 
     def discard(self, slug: str, subscriber: Subscriber) -> None:
@@ -96,24 +110,17 @@ class Hub:
             subscribers.discard(subscriber)
             if not subscribers:
                 del self.topics[slug]
-            self._presence_dirty = True
+            self.presence_dirty = True
 
-    def connected(self, consumer: Subscriber, address: str, limit: int) -> bool:
-        """Count a new connection from ``address``; False (not counted) beyond ``limit``."""
-        if limit and self.per_address[address] >= limit:
-            return False
-        self.per_address[address] += 1
-        self.connections.add(consumer)
-        self._presence_dirty = True
-        return True
+    def connected(self, subscriber: Subscriber) -> None:
+        """A local connection opened (told of access changes and of the shutdown)."""
+        self.connections.add(subscriber)
+        self.presence_dirty = True
 
-    def disconnected(self, consumer: Subscriber, address: str) -> None:
-        if consumer in self.connections:
-            self.connections.discard(consumer)
-            self._presence_dirty = True
-            self.per_address[address] -= 1
-            if self.per_address[address] <= 0:
-                del self.per_address[address]
+    def disconnected(self, subscriber: Subscriber) -> None:
+        if subscriber in self.connections:
+            self.connections.discard(subscriber)
+            self.presence_dirty = True
 
     def head(self, slug: str) -> int | None:
         """The topic's latest seq, when this hub knows it for sure."""
@@ -136,6 +143,15 @@ class Hub:
         counts = {slug: len(subs) for slug, subs in self.topics.items()}
         counts["_connections"] = len(self.connections)
         return counts
+
+    def report_gauges(self) -> None:
+        """Push this hub's figures to the metrics (its connections, subscriptions, state)."""
+        metrics.hub_gauges(
+            self.id,
+            len(self.connections),
+            sum(len(s) for s in self.topics.values()),
+            self.ready.is_set(),
+        )
 
     def stats(self) -> dict[str, Any]:
         """This hub's figures for the admin's status page."""
@@ -173,16 +189,17 @@ class Hub:
         if self.task is None or self.task.done():
             loop = asyncio.get_running_loop()
             self.task = loop.create_task(self._run(), name="realtime-hub")
-            self.presence_task = loop.create_task(self._presence(), name="realtime-presence")
+            self.companion_tasks = [loop.create_task(run(self)) for run in self.companions]
 
     async def stop(self, timeout: float = 2.0) -> None:
-        """Cancel the reader and presence tasks (waiting at most ``timeout`` for them)."""
-        tasks = [t for t in (self.task, self.presence_task) if t is not None and not t.done()]
+        """Cancel the reader and its companions (waiting at most ``timeout`` for them)."""
+        tasks = [t for t in (self.task, *self.companion_tasks) if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
         self.ready.clear()
+        metrics.hub_gone(self.id)
 
     async def _run(self) -> None:
         delay = RECONNECT_MIN
@@ -229,7 +246,7 @@ class Hub:
                         "hub %s lost Redis (%s: %s); reconnecting", self.id, type(exc).__name__, exc
                     )
                 self.ready.clear()
-                metrics.refresh()
+                self.report_gauges()
                 await asyncio.sleep(delay)
                 delay = min(RECONNECT_MAX, delay * 2)
             finally:
@@ -250,18 +267,18 @@ class Hub:
             self._access_message(b'{"all": true}')
         if not first:
             metrics.RESYNCS.inc()
-        metrics.refresh()
-        self._presence_dirty = True
+        self.report_gauges()
+        self.presence_dirty = True
         await self.resync()
 
     async def resync(self) -> None:
         """Tell every local subscriber its topic's latest seq, read from the database."""
         slugs = list(self.topics)
-        if not slugs:
+        if not slugs or self.read_heads is None:
             return
         epoch = self.epoch()
         try:
-            heads = await sync_to_async(_heads_from_database)(slugs)
+            heads = await sync_to_async(self.read_heads)(slugs)
         except Exception:
             logger.warning("hub %s could not read heads for resync", self.id, exc_info=True)
             return
@@ -330,28 +347,6 @@ class Hub:
             for subscriber in list(self.topics.get(slug, ())):
                 subscriber.advance(slug, seq)
 
-    # -- presence: how many local connections hold each topic, for the admin
-
-    async def _presence(self) -> None:
-        key = keys.presence_key(self.prefix, self.id)
-        stats_key = keys.hub_stats_key(self.prefix, self.id)
-        client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2)
-        try:
-            while True:
-                await asyncio.sleep(PRESENCE_EVERY)
-                metrics.refresh()
-                try:
-                    if self._presence_dirty:
-                        self._presence_dirty = False
-                        await fanout.write_presence(client, key, self.counts(), PRESENCE_TTL)
-                    else:
-                        await client.expire(key, PRESENCE_TTL)
-                    await fanout.write_hub_stats(client, stats_key, self.stats(), PRESENCE_TTL)
-                except Exception:
-                    self._presence_dirty = True
-        finally:
-            await _close_quietly(client)
-
 
 async def _close_quietly(*closables: Any) -> None:
     """Close Redis clients without letting a dead connection hang or raise here."""
@@ -360,15 +355,6 @@ async def _close_quietly(*closables: Any) -> None:
             await asyncio.wait_for(closable.aclose(), timeout=1.0)
         except BaseException:  # noqa: BLE001 (also CancelledError: we are shutting down)
             pass
-
-
-def _heads_from_database(slugs: list[str]) -> dict[str, int]:
-    from django.db import close_old_connections
-
-    from realtime.models import Topic
-
-    close_old_connections()
-    return Topic.objects.heads(slugs)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], Hub]] = (
@@ -383,7 +369,11 @@ def hub() -> Hub:
     per_loop = _hubs.setdefault(loop, {})
     found = per_loop.get(config)
     if found is None:
-        found = per_loop[config] = Hub(*config)
+        from realtime import presence, topics
+
+        found = per_loop[config] = Hub(
+            *config, read_heads=topics.heads, companions=(presence.report,)
+        )
     return found
 
 

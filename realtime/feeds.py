@@ -70,10 +70,9 @@ def unregister(topic: str) -> None:
 
 
 def autodiscover() -> None:
-    """Import the built-in feeds and every installed app's ``feeds`` module."""
+    """Import every installed app's ``feeds`` module (the built-in feeds register from
+    ``RealtimeConfig.ready``, which imports ``realtime.builtin_feeds``)."""
     from django.utils.module_loading import autodiscover_modules
-
-    from realtime import builtin_feeds  # noqa: F401
 
     autodiscover_modules("feeds")
 

@@ -8,21 +8,18 @@ reports only its own values.
 
 The fan-out's hot path does not call prometheus-client per frame: the hub counts frames and
 commit → write latencies in plain integers (``Local``), flushed into the metrics every
-``PRESENCE_EVERY`` seconds and before every scrape. Rare events (refusals, error frames, slow
-readers, resyncs, scheduler ticks) are counted where they happen.
+``presence.EVERY`` seconds and before every scrape; hubs push their gauges (``hub_gauges``),
+the scheduler sets the outbox backlog. Rare events (refusals, error frames, slow readers,
+resyncs, scheduler ticks) are counted where they happen. Nothing here queries the database
+or reads another module's state.
 """
 
 from __future__ import annotations
 
 import bisect
 import os
-from typing import Any
 
-_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if _dir:
-    os.makedirs(_dir, exist_ok=True)  # prometheus-client writes there at the first metric
-
-from prometheus_client import (  # noqa: E402 (after the directory exists)
+from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
@@ -30,9 +27,10 @@ from prometheus_client import (  # noqa: E402 (after the directory exists)
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily  # noqa: E402
 
-MULTIPROCESS = bool(_dir)
+# prometheus-client's multiprocess mode writes under this directory; RealtimeConfig.ready
+# makes it before anything imports this module.
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 CONNECTIONS = Gauge(
@@ -111,6 +109,11 @@ FEED_FAILURES = Counter(
     "Feed runs that raised, by topic.",
     ["topic"],
 )
+OUTBOX_PENDING = Gauge(
+    "realtime_outbox_pending",
+    "Stored messages not yet marked as fanned out (set by the scheduler every few seconds).",
+    multiprocess_mode="livemax",
+)
 SWEPT = Counter(
     "realtime_outbox_swept",
     "Messages the outbox sweep published (their after-commit fan-out had not).",
@@ -172,57 +175,36 @@ def latency_bucket(seconds: float) -> int:
     return bisect.bisect_left(LATENCY_BUCKETS, seconds)
 
 
-def refresh() -> None:
-    """Flush this process's local counts and set its gauges from its hubs."""
-    from realtime import engine
-
-    local.flush()
-    hubs = engine.all_hubs()
-    CONNECTIONS.set(sum(len(h.connections) for h in hubs))
-    SUBSCRIPTIONS.set(sum(len(subs) for h in hubs for subs in h.topics.values()))
-    HUBS_SUBSCRIBED.set(sum(1 for h in hubs if h.ready.is_set()))
+_hubs: dict[str, tuple[int, int, bool]] = {}
 
 
-class OutboxCollector:
-    """``realtime_outbox_pending``: read from the database at scrape time (one query)."""
-
-    name = "realtime_outbox_pending"
-    help = "Stored messages not yet marked as fanned out (the outbox sweep sends them)."
-
-    def describe(self) -> Any:
-        yield GaugeMetricFamily(self.name, self.help)
-
-    def collect(self) -> Any:
-        from django.db import close_old_connections
-
-        from realtime.models import Message
-
-        gauge = GaugeMetricFamily(self.name, self.help)
-        try:
-            close_old_connections()
-            gauge.add_metric([], Message.objects.filter(fanned_out_at__isnull=True).count())
-        except Exception:
-            gauge.add_metric([], float("nan"))
-        yield gauge
+def hub_gauges(hub_id: str, connections: int, subscriptions: int, subscribed: bool) -> None:
+    """A hub's figures (it pushes them; this module knows no hub): the gauges are their sums
+    over the process's hubs."""
+    _hubs[hub_id] = (connections, subscriptions, subscribed)
+    _set_hub_gauges()
 
 
-_outbox = OutboxCollector()
-if not MULTIPROCESS:
-    from prometheus_client import REGISTRY
+def hub_gone(hub_id: str) -> None:
+    _hubs.pop(hub_id, None)
+    _set_hub_gauges()
 
-    REGISTRY.register(_outbox)
+
+def _set_hub_gauges() -> None:
+    figures = list(_hubs.values())
+    CONNECTIONS.set(sum(f[0] for f in figures))
+    SUBSCRIPTIONS.set(sum(f[1] for f in figures))
+    HUBS_SUBSCRIBED.set(sum(1 for f in figures if f[2]))
 
 
 def exposition() -> bytes:
     """The text format of every metric of the host (of this process only, without
-    ``PROMETHEUS_MULTIPROC_DIR``). Runs a database query: call it from a thread, after
-    ``refresh`` on the hubs' loop."""
+    ``PROMETHEUS_MULTIPROC_DIR``)."""
     if MULTIPROCESS:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        registry.register(_outbox)
     else:
         from prometheus_client import REGISTRY as registry
     return generate_latest(registry)

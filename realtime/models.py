@@ -141,8 +141,17 @@ class Topic(models.Model):
             return False
         return Topic.objects.readable_by(user).filter(pk=self.pk).exists()
 
-    def can_publish(self, user: Any) -> bool:
-        """Whether a visitor may publish here: the topic allows it and the user may read it."""
+    def can_publish(self, user: Any = None, *, token: ApiToken | None = None) -> bool:
+        """The publish rule, the one statement the socket, the HTTP API and the admin ask: an
+        API token publishes to the enabled topics it names (every one when it names none);
+        anyone else (a visitor, signed in or not) to an enabled topic that allows visitors
+        and that they may read. Editors publish through the admin's own permissions. No
+        query for public topics and visitors; one for private topics or tokens."""
+        if not self.enabled:
+            return False
+        if token is not None:
+            scoped = list(token.topics.values_list("pk", flat=True))
+            return token.active and (not scoped or self.pk in scoped)
         return self.visitor_publish and self.can_read(user)
 
 

@@ -64,7 +64,9 @@ class OpsEndpoints:
             )
         if not metrics_allowed(scope):
             return await respond(send, 403, b"forbidden: see METRICS_ALLOWED_IPS\n")
-        metrics.refresh()
+        for hub in engine.all_hubs():
+            hub.report_gauges()
+        metrics.local.flush()
         body = await sync_to_async(metrics.exposition, thread_sensitive=False)()
         return await respond(send, 200, body, content_type=metrics.CONTENT_TYPE.encode())
 

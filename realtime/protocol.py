@@ -62,6 +62,12 @@ class ProtocolError(Exception):
         return error(self.code, self.message, id=self.id, topic=self.topic)
 
 
+def server_error(text: str | None) -> ProtocolError:
+    """What a client is told when serving its frame failed on the server."""
+    message = "The server could not serve this frame; try again later."
+    return ProtocolError(SERVER_ERROR, message, id=frame_id(text or ""))
+
+
 MAX_KEY_CHARS = 100  # an idempotency key of a publish
 
 

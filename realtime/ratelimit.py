@@ -36,6 +36,10 @@ class TokenBucket:
         return False
 
 
+class FrameTooBig(Exception):
+    """A client frame over ``MAX_FRAME_BYTES``: the connection closes with 1009."""
+
+
 class ConnectionLimits:
     """One connection's limits, read from ``REALTIME`` once at connect; the ``check_*``
     methods raise the ``ProtocolError`` the client is told."""
@@ -57,6 +61,18 @@ class ConnectionLimits:
             "max_subscriptions": self.subscriptions,
             "publish_rate_per_s": self.publish_rate,
         }
+
+    def vet(self, text: str | None, data: bytes | None = None) -> protocol.ClientFrame:
+        """A client frame, size-checked, paid for and parsed; raises ``FrameTooBig`` or the
+        ``ProtocolError`` the client is told."""
+        if text is None:
+            if data is not None and len(data) > self.frame_bytes:
+                raise FrameTooBig("binary frame over the limit")
+            raise ProtocolError(protocol.BINARY_UNSUPPORTED, "Send JSON text, not binary frames.")
+        if self.too_big(text):
+            raise FrameTooBig("frame over the limit")
+        self.check_frame(text)
+        return protocol.parse(text)
 
     def too_big(self, text: str) -> bool:
         """Whether a text frame is over ``frame_bytes`` in UTF-8 (a str has at most 4 bytes a

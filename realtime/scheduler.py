@@ -32,6 +32,7 @@ from realtime.feeds import Feed, registry, run_feeds
 logger = logging.getLogger("realtime.scheduler")
 
 MAX_BACKOFF = 10.0
+GAUGE_EVERY = 2.0  # seconds between counts of the outbox backlog for /metrics
 
 
 @dataclass
@@ -80,6 +81,13 @@ def _active_heads() -> dict[str, int]:
     )
 
 
+@sync_to_async
+def _outbox_pending() -> int:
+    from realtime.models import Message
+
+    return Message.objects.filter(fanned_out_at__isnull=True).count()
+
+
 class Scheduler:
     """Runs feeds when due, sweeps the outbox and prunes, once per tick."""
 
@@ -98,6 +106,7 @@ class Scheduler:
         self.prune_every = prune_every
         self.next_due: dict[str, float] = {}
         self.next_prune = 0.0
+        self.next_gauge = 0.0
 
     def due(self, now: float) -> list[Feed]:
         return [f for slug, f in self.feeds.items() if self.next_due.get(slug, 0.0) <= now]
@@ -117,6 +126,10 @@ class Scheduler:
             for topic in report.failed:
                 metrics.FEED_FAILURES.labels(topic).inc()
         report.swept = await outbox.sweep()
+        if all_due or now >= self.next_gauge:
+            # /metrics shows the outbox backlog from here, not by a query per scrape.
+            metrics.OUTBOX_PENDING.set(await _outbox_pending())
+            self.next_gauge = now + GAUGE_EVERY
         heads = await _active_heads()
         if heads:
             await sync_to_async(fanout.announce_heads, thread_sensitive=False)(heads)

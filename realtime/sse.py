@@ -8,12 +8,13 @@ they reconnect, which resumes every topic after its seq: nothing missed, nothing
 order per topic. ``?since=news:12,clock:50`` (or ``?since=12`` with a single topic) is the
 same cursor for pages that rendered a seq.
 
-The stream is a hub ``Subscriber`` like a socket (``StreamsMixin``: replay, gap fill,
-dedupe; ``RevocationMixin``: an ended session ends the stream with an ``error`` event, a lost
-topic sends ``unsubscribed``). A comment every ``HEARTBEAT`` seconds keeps proxies from
-closing it; ``retry:`` asks browsers to reconnect after 2-4 s (jittered). Errors before the
-stream starts are HTTP statuses with JSON ``{"error": code, "message": ...}``; after it
-started, ``event: error`` with the same JSON, and the stream ends.
+The stream is the door of a ``connection.Connection`` like a socket (replay, gap fill,
+dedupe, revocation: an ended session ends the stream with an ``error`` event, a lost topic
+sends ``unsubscribed``); this module only parses the request and formats events. A comment
+every ``HEARTBEAT`` seconds keeps proxies from closing it; ``retry:`` asks browsers to
+reconnect after 2-4 s (jittered). Errors before the stream starts are HTTP statuses with JSON
+``{"error": code, "message": ...}``; after it started, ``event: error`` with the same JSON,
+and the stream ends.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from urllib.parse import parse_qs
 from channels.auth import AuthMiddlewareStack
 from django.conf import settings
 
-from realtime import access, engine, protocol, topics, wire
+from realtime import engine, protocol, topics, wire
+from realtime.admission import admission
 from realtime.conf import realtime_settings
-from realtime.delivery import Stream
-from realtime.streams import StreamsMixin
+from realtime.connection import Connection
 
 logger = logging.getLogger("realtime.sse")
 
@@ -70,54 +71,55 @@ def event(kind: str, data: str, cursor: str | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
-class EventStream(StreamsMixin, access.RevocationMixin):
-    """One ``text/event-stream`` response, subscribed to its topics through the hub."""
+class EventStream:
+    """One ``text/event-stream`` response: the event-stream door of a ``Connection`` (its
+    ``Transport``: frames become events; message events carry the cursor)."""
+
+    write = None  # no direct path: the hub awaits Connection.deliver, which sends an event
 
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
         self.scope, self.receive, self.asgi_send = scope, receive, send
-        self.streams: dict[str, Stream] = {}
-        self.tasks: set[asyncio.Task] = set()
-        self.closing = False
-        self.direct = None  # frames go through the ASGI send (push answers -1)
-        self.write = None
-        self.connection_id = "sse-" + uuid.uuid4().hex[:12]
         client = scope.get("client") or ("?",)
-        self.address = ":".join(str(p) for p in client)
-        self.host = str(client[0])
-        self.hub: engine.Hub | None = None
-        self.counted = False
-        self.max_send_buffer = realtime_settings.MAX_SEND_BUFFER
+        self.address, self.host = ":".join(str(p) for p in client), str(client[0])
         self.protocol = wire.daphne_protocol(scope.get(wire.SCOPE_KEY, send))
-        self.user = scope.get("user")
-        self.user_id = (
-            self.user.pk if self.user is not None and self.user.is_authenticated else None
-        )
-        self.session_key = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
+        self.connection: Connection | None = None
+        self.admitted = False
         self.done = asyncio.Event()
         self.ended = False
         self.ending = False  # an error event is on its way; nothing more is sent
+        self.gone = False  # the client went away
 
     # --- the request
 
     async def run(self) -> None:
         try:
             slugs, cursor = self.parse()
+            user = self.scope.get("user")
             found = {}
             for slug in slugs:
-                access_found = await topics.access(slug, self.user)
+                access_found = await topics.access(slug, user)
                 if access_found.topic is None:
                     raise BadRequest(404, protocol.NOT_FOUND, f"No topic {slug!r}.")
                 found[slug] = access_found.topic
-            self.hub = engine.hub()
-            limit = realtime_settings.MAX_CONNECTIONS_PER_ADDRESS
-            if not self.hub.connected(self, self.host, limit):
+            if not admission().admit(self.host, realtime_settings.MAX_CONNECTIONS_PER_ADDRESS):
                 raise BadRequest(429, protocol.RATE_LIMITED, "Too many connections from here.")
-            self.counted = True
-            if not await self.hub.wait_ready(5.0):
+            self.admitted = True
+            hub = engine.hub()
+            if not await hub.wait_ready(5.0):
                 raise BadRequest(503, protocol.SERVER_ERROR, "Not connected to Redis; retry.")
         except BadRequest as exc:
             await self.refuse(exc)
             return
+        cookie = self.scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
+        self.connection = Connection(
+            self,
+            hub,
+            user=user,
+            session_key=cookie,
+            address=self.address,
+            connection_id="sse-" + uuid.uuid4().hex[:12],
+        )
+        hub.connected(self.connection)
         await self.asgi_send(
             {
                 "type": "http.response.start",
@@ -131,24 +133,15 @@ class EventStream(StreamsMixin, access.RevocationMixin):
         )
         retry = random.randint(2000, 4000)
         await self.raw(f"retry: {retry}\n\n".encode())
-        logger.info("sse open %s addr=%s topics=%s", self.connection_id, self.address, slugs)
+        logger.info(
+            "sse open %s addr=%s topics=%s", self.connection.connection_id, self.address, slugs
+        )
         try:
-            # Every topic is placed before anything is sent, so that every event's cursor
-            # holds every topic of the stream: a stream cut during the replay of one topic
-            # resumes the others from where they were, not from their backlog again.
-            placed = {}
-            for slug in slugs:
-                stream = self.streams[slug] = Stream()
-                self.hub.add(slug, self)
-                placed[slug] = await self._place(
-                    slug, stream, found[slug], cursor.get(slug), self.hub
-                )
-            for slug, (latest, recovered) in placed.items():
-                await self._announce(slug, self.streams[slug], latest, recovered)
+            await self.connection.open_all(found, cursor)
             await self.wait_until_done()
         finally:
-            self._clean_up()
-            logger.info("sse close %s", self.connection_id)
+            self.release()
+            logger.info("sse close %s", self.connection.connection_id)
 
     def parse(self) -> tuple[list[str], dict[str, int]]:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
@@ -181,7 +174,7 @@ class EventStream(StreamsMixin, access.RevocationMixin):
             }
         )
         await self.asgi_send({"type": "http.response.body", "body": body})
-        self._clean_up()
+        self.release()
 
     async def wait_until_done(self) -> None:
         """Heartbeats until the client goes away or the server ends the stream."""
@@ -206,34 +199,27 @@ class EventStream(StreamsMixin, access.RevocationMixin):
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                self.closing = True
+                self.gone = True
                 return
+
+    def release(self) -> None:
+        if self.connection is not None:
+            self.connection.release()
+        if self.admitted:
+            self.admitted = False
+            admission().leave(self.host)
+        self.done.set()
 
     # --- writing
 
     async def raw(self, body: bytes) -> None:
-        if self.closing or self.ended:
-            return
-        if self.protocol is not None and wire.buffered(self.protocol) > self.max_send_buffer:
-            self._drop_slow_reader()
+        if self.gone or self.ended:
             return
         await self.asgi_send({"type": "http.response.body", "body": body, "more_body": True})
 
     def cursor(self) -> str:
-        return ",".join(f"{slug}:{stream.last}" for slug, stream in self.streams.items())
-
-    async def send(self, text_data: str | None = None, **_: Any) -> None:
-        """A server frame as an event: messages carry the cursor as their id."""
-        if text_data is None or self.ending:
-            return
-        if text_data.startswith('{"type":"message"'):
-            await self.raw(event("message", text_data, self.cursor()))
-            return
-        frame = json.loads(text_data)
-        kind = frame.get("type", "message")
-        if kind == protocol.ERROR:
-            text_data = json.dumps({"error": frame.get("code"), "message": frame.get("message")})
-        await self.raw(event(kind, text_data))
+        streams = self.connection.streams
+        return ",".join(f"{slug}:{stream.last}" for slug, stream in streams.items())
 
     async def end(self) -> None:
         """End the response (the browser reconnects after ``retry``)."""
@@ -246,7 +232,27 @@ class EventStream(StreamsMixin, access.RevocationMixin):
         except Exception:  # noqa: BLE001 (the client may be gone already)
             pass
 
-    async def _close(self, code: int, reason: str) -> None:
+    # --- the connection's Transport
+
+    async def send_frame(self, kind: str, text: str) -> None:
+        """A server frame as an event of its type: messages carry the cursor as their id."""
+        if self.ending:
+            return
+        if kind == protocol.MESSAGE:
+            await self.raw(event(kind, text, self.cursor()))
+            return
+        if kind == protocol.ERROR:
+            frame = json.loads(text)
+            text = json.dumps({"error": frame.get("code"), "message": frame.get("message")})
+        await self.raw(event(kind, text))
+
+    def waiting(self) -> bool:
+        return self.pending() > 0
+
+    def pending(self) -> int:
+        return wire.buffered(self.protocol) if self.protocol is not None else 0
+
+    async def close(self, code: int, reason: str) -> None:
         """The session ended (4401 on a socket): an ``error`` event, then the end."""
         if self.ending:
             return  # already ending (a logout is announced more than once)
@@ -255,23 +261,14 @@ class EventStream(StreamsMixin, access.RevocationMixin):
         await self.raw(event("error", json.dumps({"error": name, "message": reason})))
         self.done.set()  # then the response ends
 
-    # --- the hub's side (engine.Subscriber)
-
-    def server_shutdown(self) -> int:
-        if self.closing:
-            return 0
+    def shutdown(self) -> bool:
         self.done.set()  # the stream ends; the browser reconnects elsewhere
-        return 1
+        return True
 
-    def _drop_slow_reader(self) -> None:
-        if not self.closing:
-            logger.warning("dropping slow SSE reader %s addr=%s", self.connection_id, self.address)
-            if self.protocol is not None:
-                self.protocol.transport.abortConnection()
-            self._clean_up()
-
-    def _clean_up(self) -> None:
-        self._release()
+    def drop(self) -> None:
+        logger.warning("dropping slow SSE reader %s", self.address)
+        if self.protocol is not None:
+            wire.abort(self.protocol)
         self.done.set()
 
 

@@ -7,7 +7,6 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -78,11 +77,6 @@ def hold(token: ApiToken) -> None:
         row = cursor.fetchone()
     if row is None or row[0] is not None:
         raise PublishRefused(f"The token {token.name!r} was revoked.")
-
-
-def may_publish(token: ApiToken, topic: Any) -> bool:
-    scoped = list(token.topics.values_list("pk", flat=True))
-    return not scoped or topic.pk in scoped
 
 
 def revoke(name: str) -> ApiToken:

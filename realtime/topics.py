@@ -1,5 +1,5 @@
-"""What the consumers read: topic rows (cached per process) with the read/publish decision,
-message pages, latest seqs, and the user a session still authenticates.
+"""What the connections read: topic rows (cached per process) with the read decision, the
+publish rule asked off the event loop, message pages, latest seqs and heads.
 
 Thousands of visitors subscribing to the same topic need one query, not thousands: rows are
 cached for ``CACHE_SECONDS``. Saving or deleting a topic in this process drops its entry at
@@ -53,7 +53,6 @@ class Access:
     exists (missing, disabled, or private and not theirs: answered alike, ``not_found``)."""
 
     topic: Topic | None
-    may_publish: bool = False
     exists: bool = False  # for messages to someone who could read it before
 
     @property
@@ -78,7 +77,20 @@ async def access(slug: str, user: Any, *, fresh: bool = False) -> Access:
         _cache[slug] = (now, topic)
     if topic.private and not await _can_read(topic, user):
         return Access(None, exists=True)
-    return Access(topic, topic.visitor_publish, exists=True)
+    return Access(topic, exists=True)
+
+
+async def may_publish(topic: Topic, user: Any) -> bool:
+    """``Topic.can_publish``, the publish rule, asked off the event loop when it needs the
+    database (private topics)."""
+    if topic.private:
+        return await _can_publish(topic, user)
+    return topic.can_publish(user)
+
+
+@database_sync_to_async
+def _can_publish(topic: Topic, user: Any) -> bool:
+    return topic.can_publish(user)
 
 
 # --- the consumers' other reads (each a database thread call) ------------------------------------
@@ -104,13 +116,9 @@ def first_retained_seq(topic_id: int, after: int) -> int | None:
     return Message.objects.first_retained_seq(topic_id, after)
 
 
-@database_sync_to_async
-def current_user(session_key: str | None, user_id: Any) -> Any:
-    """The user behind the session now, or None when it no longer authenticates ``user_id``."""
-    from django.contrib.auth import get_user_model
+def heads(slugs: list[str]) -> dict[str, int]:
+    """The latest seq of each of these topics (the hub's resync; run in a thread)."""
+    from django.db import close_old_connections
 
-    from realtime.access import session_user_id
-
-    if user_id is None or session_user_id(session_key) != user_id:
-        return None
-    return get_user_model()._default_manager.filter(pk=user_id).first()
+    close_old_connections()
+    return Topic.objects.heads(slugs)

@@ -204,6 +204,19 @@ class Frame:
         return self._wire
 
 
+def waiting(protocol: Any) -> bool:
+    """Whether Twisted holds any byte for this connection (cheaper than ``buffered``)."""
+    transport = protocol.transport
+    return transport is not None and bool(transport.dataBuffer or transport._tempDataLen)
+
+
+def abort(protocol: Any) -> None:
+    """Abort an HTTP response's connection (an event stream whose client does not read)."""
+    transport = getattr(protocol, "transport", None)
+    if transport is not None:
+        transport.abortConnection()
+
+
 def buffered(protocol: Any) -> int:
     """Bytes Twisted holds for this connection, not yet accepted by the kernel."""
     transport = getattr(protocol, "transport", None)
