@@ -11,7 +11,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -176,27 +175,6 @@ async def test_metrics_count_what_the_site_does_over_every_process(live_site, tm
     assert count is not None and count >= 1
     assert sample(body, "realtime_delivery_latency_seconds_bucket", le="+Inf") == count
     assert any(directory.iterdir())
-
-
-def test_observe_many_matches_observe():
-    registry = CollectorRegistry()
-    one = Histogram("one_seconds", "x", buckets=metrics.LATENCY_BUCKETS, registry=registry)
-    many = Histogram("many_seconds", "x", buckets=metrics.LATENCY_BUCKETS, registry=registry)
-    values = [0.0005, 0.001, 0.003, 0.003, 0.2, 7.0, 30.0, -0.001]
-    buckets = [0] * (len(metrics.LATENCY_BUCKETS) + 1)
-    for value in values:
-        one.observe(value)
-        buckets[metrics.latency_bucket(value)] += 1
-    metrics.observe_many(many, buckets, sum(values))
-
-    def values(histogram: Histogram) -> list[tuple[str, float]]:
-        return [
-            (s.name.split("_", 1)[1], s.value)
-            for s in histogram.collect()[0].samples
-            if not s.name.endswith("_created")
-        ]
-
-    assert values(many) == values(one)
 
 
 def test_local_counts_flush_in_place():

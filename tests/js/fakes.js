@@ -1,3 +1,5 @@
+import { Consumer } from "../../realtime/static/realtime/client/consumer.js";
+
 // Test doubles: a WebSocket the test drives by hand and a clock it advances.
 export class FakeClock {
   constructor() {
@@ -102,4 +104,35 @@ export function fakeEventSourceClass() {
     }
   }
   return FakeEventSource;
+}
+
+// A consumer on a fake WebSocket and clock, connected; `socket()` is the latest socket.
+export function setup(options = {}) {
+  const clock = new FakeClock();
+  const WebSocket = fakeWebSocketClass();
+  const env = new EventTarget();
+  const consumer = new Consumer("ws://site/ws/", {
+    WebSocket, clock, env, random: () => 0.5, ...options,
+  });
+  const statuses = [];
+  consumer.on("status", (s) => statuses.push(s));
+  consumer.connect();
+  const socket = () => WebSocket.instances.at(-1);
+  return { clock, WebSocket, env, consumer, statuses, socket };
+}
+
+// The same with a fake EventSource and fetch for the Server-Sent Events transport.
+export function sseSetup(options = {}) {
+  const EventSource = fakeEventSourceClass();
+  const requests = [];
+  const answers = [];
+  const fetch = async (url, init) => {
+    requests.push({ url, ...init, body: JSON.parse(init.body) });
+    const answer = answers.shift() ?? { status: 201, body: { topic: "chat", seq: requests.length } };
+    if (answer.fail) throw new TypeError("network");
+    return { status: answer.status, json: async () => answer.body };
+  };
+  const made = setup({ EventSource, fetch, base: "http://site/page", fallbackAfter: 2,
+    websocketRetry: 60000, document: { cookie: "a=1; csrftoken=tok%3D" }, ...options });
+  return { ...made, EventSource, requests, answers, source: () => EventSource.instances.at(-1) };
 }

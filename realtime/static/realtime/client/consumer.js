@@ -1,15 +1,15 @@
-// The consumer owns the connection: a WebSocket with realtime.v1, reconnected with backoff and
-// jitter (at once when the browser comes back online or the tab becomes visible); it hands
-// frames to the subscriptions and matches answers to requests by id. With `transport: "auto"`
-// (the default) it falls back to Server-Sent Events (event_stream.js) when a WebSocket cannot
-// be opened twice in a row, and tries WebSockets again later; "websocket" and "sse" force one.
+// The consumer owns the connection, whatever carries it: a transport (websocket.js or
+// event_stream.js, one interface) reconnected with backoff and jitter (at once when the
+// browser comes back online or the tab becomes visible); it hands frames to the subscriptions
+// and matches answers to requests by id. With `transport: "auto"` (the default) it falls back
+// to Server-Sent Events when a WebSocket cannot be opened twice in a row, and tries WebSockets
+// again later; "websocket" and "sse" force one. It never asks which transport it holds.
 import { Backoff } from "./backoff.js";
 import { ConnectionMonitor } from "./connection_monitor.js";
 import { EventStreamTransport } from "./event_stream.js";
 import { CloseCode, FrameType, PROTOCOL, socketUrl } from "./protocol.js";
 import { Subscriptions } from "./subscriptions.js";
-
-const OPEN = 1;
+import { WebSocketTransport } from "./websocket.js";
 
 export const Status = Object.freeze({
   CONNECTING: "connecting",
@@ -38,11 +38,9 @@ export class RealtimeError extends Error {
 export class Consumer {
   constructor(url = socketUrl(), options = {}) {
     this.url = url;
-    this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.clock = options.clock ?? realClock;
     this.env = options.env ?? globalThis.window ?? null;
     this.document = options.document ?? globalThis.document ?? null;
-    this.protocols = options.protocols ?? [PROTOCOL];
     this.healthyAfter = options.healthyAfter ?? 10000;
     this.backoff = new Backoff({ random: options.random, ...options.backoff });
     this.monitor = new ConnectionMonitor(this, { clock: this.clock, ...options.monitor });
@@ -51,15 +49,19 @@ export class Consumer {
     this.publishes = new Map(); // idempotency key → a publish waiting for its answer
     this.publishTimeout = options.publishTimeout ?? 30000;
     this.newKey = options.newKey ?? newKey;
-    this.transport = options.transport ?? "auto";
-    this.mode = this.transport === "sse" ? "sse" : "websocket";
-    this.events = new EventStreamTransport(this, options);
+    // The two transports, one interface (websocket.js, event_stream.js); `active` carries.
+    this.choice = options.transport ?? "auto"; // "auto", "websocket" or "sse"
+    this.websocket = new WebSocketTransport(this, url, {
+      ...options,
+      protocols: options.protocols ?? [PROTOCOL],
+    });
+    this.eventStream = new EventStreamTransport(this, options);
+    this.active = this.choice === "sse" ? this.eventStream : this.websocket;
     this.failedOpens = 0; // WebSockets closed before their welcome, in a row
     this.fallbackAfter = options.fallbackAfter ?? 2;
     this.websocketRetry = options.websocketRetry ?? 60000;
     this.retryTimer = null;
     this.listeners = new Map();
-    this.socket = null;
     this.status = Status.OFFLINE;
     this.welcome = null;
     this.counter = 0;
@@ -73,7 +75,13 @@ export class Consumer {
     };
   }
 
-  // --- events: "status" (status), "frame" (frame in), "send" (frame out), "welcome" (frame)
+  // "websocket" or "sse": what carries the frames now.
+  get mode() {
+    return this.active.name;
+  }
+
+  // --- events: "status" (status), "frame" (frame in), "send" (frame out), "welcome" (frame),
+  // "transport" (name), "close" (event), "refused" (body), "signedout"
   on(event, listener) {
     if (!this.listeners.has(event)) this.listeners.set(event, new Set());
     this.listeners.get(event).add(listener);
@@ -98,25 +106,10 @@ export class Consumer {
       this.env?.addEventListener?.("offline", this.onOffline);
       this.document?.addEventListener?.("visibilitychange", this.onVisible);
     }
-    if (this.mode === "sse") {
-      if (!this.events.source && this.status !== Status.LIVE) {
-        if (this.status !== Status.RECONNECTING) this.setStatus(Status.CONNECTING);
-        this.events.open();
-      }
-      return this;
-    }
-    if (this.socket) return this;
+    if (this.active.isOpen || this.status === Status.LIVE) return this;
     this.clearReconnect();
     if (this.status !== Status.RECONNECTING) this.setStatus(Status.CONNECTING);
-    const socket = new this.WebSocket(this.url, this.protocols);
-    this.socket = socket;
-    socket.onmessage = (event) => {
-      if (this.socket === socket) this.receive(event.data);
-    };
-    socket.onclose = (event) => {
-      if (this.socket === socket) this.closed(event);
-    };
-    socket.onerror = () => {};
+    this.active.open();
     return this;
   }
 
@@ -127,55 +120,53 @@ export class Consumer {
     this.env?.removeEventListener?.("online", this.onOnline);
     this.env?.removeEventListener?.("offline", this.onOffline);
     this.document?.removeEventListener?.("visibilitychange", this.onVisible);
-    this.dropSocket(1000);
-    this.events.close();
+    this.down();
+    this.websocket.close(1000);
+    this.eventStream.close();
     if (this.retryTimer !== null) this.clock.clearTimeout(this.retryTimer);
     this.retryTimer = null;
     this.setStatus(Status.OFFLINE);
   }
 
-  // Drop the current socket and connect again after a backoff delay.
+  // Drop the current connection and connect again after a backoff delay.
   reconnect(reason = "reconnect") {
-    this.dropSocket(4000, reason);
+    this.down();
+    this.active.close(4000, reason);
     this.scheduleReconnect();
   }
 
-  // The network or the tab came back: connect now unless live already.
+  // The network or the tab came back: connect now unless live already (a transport that
+  // reconnects by itself is left to do so).
   reconnectSoon() {
-    if (this.stopped || this.status === Status.LIVE || this.mode === "sse") return;
-    this.dropSocket(4000, "retry");
+    if (this.stopped || this.status === Status.LIVE || this.active.reconnectsItself) return;
+    this.down();
+    this.active.close(4000, "retry");
     this.clearReconnect();
     this.connect();
   }
 
-  dropSocket(code, reason) {
-    const socket = this.socket;
-    this.socket = null;
+  // What a connection held ends with it: the welcome, the monitor, unanswered requests.
+  down() {
+    for (const entry of this.publishes.values()) entry.inflight = false; // to be sent again
     this.welcome = null;
     this.monitor.stop();
     if (this.healthyTimer !== null) this.clock.clearTimeout(this.healthyTimer);
     this.healthyTimer = null;
     this.rejectPending("disconnected");
-    if (socket) {
-      try {
-        socket.close(code, reason);
-      } catch {
-        // already closing
-      }
-    }
   }
 
-  closed(event) {
+  // The active transport closed (a socket's close event).
+  transportClosed(event) {
     const welcomed = this.welcome !== null;
     this.emit("close", event);
-    this.dropSocket();
+    this.down();
     if (this.stopped) return;
     if (event.code === CloseCode.UNAUTHORIZED) {
       this.signedOut();
       return;
     }
     this.failedOpens = welcomed ? 0 : this.failedOpens + 1;
-    const fallback = this.transport === "auto" && this.events.available;
+    const fallback = this.choice === "auto" && this.eventStream.available;
     if (fallback && this.failedOpens >= this.fallbackAfter) {
       this.useEventStream();
       return;
@@ -185,34 +176,35 @@ export class Consumer {
 
   // --- the Server-Sent Events fallback
   useEventStream() {
-    this.mode = "sse";
+    this.active = this.eventStream;
     this.clearReconnect();
-    this.emit("transport", "sse");
-    this.events.open();
+    this.emit("transport", this.active.name);
+    this.active.open();
     this.retryTimer = this.clock.setTimeout(() => this.tryWebSocketAgain(), this.websocketRetry);
   }
 
   tryWebSocketAgain() {
     this.retryTimer = null;
-    if (this.stopped || this.mode !== "sse") return;
-    this.mode = "websocket";
+    if (this.stopped || this.active !== this.eventStream) return;
+    this.eventStream.close();
+    this.active = this.websocket;
     this.failedOpens = 0;
-    this.events.close();
-    this.emit("transport", "websocket");
+    this.emit("transport", this.active.name);
     this.setStatus(Status.RECONNECTING);
     this.connect();
   }
 
-  streamOpened() {
+  // The transport is live (a socket's welcome, an event stream's open).
+  live() {
     this.setStatus(Status.LIVE);
-    for (const entry of this.publishes.values()) if (!entry.inflight) this.sendPublish(entry);
+    for (const entry of this.publishes.values()) this.sendPublish(entry);
   }
 
-  streamInterrupted() {
+  interrupted() {
     this.setStatus(Status.RECONNECTING);
   }
 
-  streamRefused(body) {
+  refused(body) {
     this.emit("refused", body);
     if (body?.error === "unauthorized") {
       this.signedOut();
@@ -248,18 +240,9 @@ export class Consumer {
 
   // --- frames
   send(frame) {
-    if (this.mode === "sse") {
-      // The event stream names its topics in its URL: open it again with the new set.
-      if (frame.type === FrameType.SUBSCRIBE || frame.type === FrameType.UNSUBSCRIBE) {
-        this.events.reopenSoon();
-      }
-      return false;
-    }
-    if (!this.socket || this.socket.readyState !== OPEN || !this.welcome) return false;
-    const text = JSON.stringify(frame);
-    this.socket.send(text);
-    this.emit("send", frame);
-    return true;
+    const sent = this.active.send(frame);
+    if (sent) this.emit("send", frame);
+    return sent;
   }
 
   nextId(prefix) {
@@ -280,7 +263,7 @@ export class Consumer {
   }
 
   // Publish `data` to `topic` exactly once: the frame carries an idempotency key, and when
-  // the socket drops before the answer it is sent again, with the same key, once the
+  // the connection drops before the answer it is sent again, with the same key, once the
   // connection is back (the server answers a repeated key with the first publish's seq).
   // Resolves with `published`; rejects with an `error` frame, or `disconnected` after
   // `publishTimeout` ms without an answer.
@@ -297,51 +280,33 @@ export class Consumer {
     });
   }
 
+  // Send a waiting publish through the active transport once it is live. Not through: kept,
+  // and sent again (same key) when the transport is live again, or in a second if it still
+  // is. `attempt` tells an answer to this attempt from a late one to an earlier attempt.
   sendPublish(entry) {
-    if (this.mode === "sse") {
-      this.sendPublishOverHttp(entry);
-      return;
-    }
-    const id = this.nextId("publish");
-    if (!this.send({ ...entry.frame, id })) return; // sent again once welcomed
-    const finish = () => {
-      this.clock.clearTimeout(entry.timer);
-      this.publishes.delete(entry.frame.key);
-    };
-    this.pending.set(id, {
-      resolve: (frame) => {
-        finish();
-        entry.resolve(frame);
-      },
-      reject: (error) => {
-        if (error.code === "disconnected") return; // kept: sent again after reconnecting
-        finish();
-        entry.reject(error);
-      },
-    });
-  }
-
-  sendPublishOverHttp(entry) {
+    if (entry.inflight || this.status !== Status.LIVE) return;
     entry.inflight = true;
-    this.events.publish(entry.frame).then(
+    const attempt = (entry.attempt ?? 0) + 1;
+    entry.attempt = attempt;
+    const key = entry.frame.key;
+    this.active.publish(entry.frame).then(
       (frame) => {
         this.clock.clearTimeout(entry.timer);
-        this.publishes.delete(entry.frame.key);
+        this.publishes.delete(key);
         entry.resolve(frame);
       },
       (error) => {
+        if (entry.attempt !== attempt || !this.publishes.has(key)) return; // stale, or over
         entry.inflight = false;
-        if (!this.publishes.has(entry.frame.key)) return; // timed out meanwhile
         if (error.code === "disconnected") {
-          // Sent again (same key) in a moment, or over the socket once it is back.
           this.clock.setTimeout(() => {
-            if (this.publishes.has(entry.frame.key) && !entry.inflight) this.sendPublish(entry);
+            if (this.publishes.has(key)) this.sendPublish(entry);
           }, 1000);
           return;
         }
         this.clock.clearTimeout(entry.timer);
-        this.publishes.delete(entry.frame.key);
-        entry.reject(new RealtimeError(error));
+        this.publishes.delete(key);
+        entry.reject(error instanceof RealtimeError ? error : new RealtimeError(error));
       },
     );
   }
@@ -391,12 +356,11 @@ export class Consumer {
   welcomed(frame) {
     this.welcome = frame;
     this.failedOpens = 0;
-    this.setStatus(Status.LIVE);
     this.emit("welcome", frame);
     this.monitor.start();
     this.healthyTimer = this.clock.setTimeout(() => this.backoff.reset(), this.healthyAfter);
     this.subscriptions.resubscribeAll();
-    for (const entry of this.publishes.values()) this.sendPublish(entry);
+    this.live();
   }
 
   // --- the application's API

@@ -2,10 +2,15 @@
 // One EventSource for every subscribed topic (/events/?topic=a&topic=b&since=a:3,b:9), opened
 // again whenever the topics change; the browser itself resumes after a drop with
 // Last-Event-ID. Publishing goes over HTTP (POST /api/v1/topics/<slug>/messages, the session
-// and Django's CSRF cookie, the idempotency key in Idempotency-Key).
+// and Django's CSRF cookie, the idempotency key in Idempotency-Key). Same interface as
+// WebSocketTransport (websocket.js).
+import { FrameType } from "./protocol.js";
+
 export class EventStreamTransport {
   constructor(consumer, options = {}) {
     this.consumer = consumer;
+    this.name = "sse";
+    this.reconnectsItself = true; // the browser resumes the stream with Last-Event-ID
     this.EventSource = options.EventSource ?? globalThis.EventSource;
     this.fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
     this.eventsPath = options.eventsPath ?? "/events/";
@@ -18,6 +23,19 @@ export class EventStreamTransport {
 
   get available() {
     return typeof this.EventSource === "function";
+  }
+
+  get isOpen() {
+    return this.source !== null;
+  }
+
+  // The stream names its topics in its URL: a subscribe or unsubscribe opens it again with
+  // the new set. Nothing else goes this way (publish: `publish`).
+  send(frame) {
+    if (frame.type === FrameType.SUBSCRIBE || frame.type === FrameType.UNSUBSCRIBE) {
+      this.reopenSoon();
+    }
+    return false;
   }
 
   url() {
@@ -34,7 +52,7 @@ export class EventStreamTransport {
   open() {
     this.close();
     if (this.consumer.subscriptions.byTopic.size === 0) {
-      this.consumer.streamOpened(); // nothing to receive: nothing to open
+      this.consumer.live(); // nothing to receive: nothing to open
       return;
     }
     const source = new this.EventSource(this.url(), { withCredentials: true });
@@ -51,13 +69,13 @@ export class EventStreamTransport {
         // The server ended the stream on purpose (its session ended): do not reconnect.
         source.close();
         this.source = null;
-        this.consumer.streamRefused(JSON.parse(event.data));
+        this.consumer.refused(JSON.parse(event.data));
       } else {
-        this.consumer.streamInterrupted(); // the browser reconnects by itself
+        this.consumer.interrupted(); // the browser reconnects by itself
       }
     });
     source.onopen = () => {
-      if (this.source === source) this.consumer.streamOpened();
+      if (this.source === source) this.consumer.live();
     };
   }
 
@@ -67,7 +85,7 @@ export class EventStreamTransport {
     this.reopenQueued = true;
     queueMicrotask(() => {
       this.reopenQueued = false;
-      if (this.consumer.mode === "sse" && !this.consumer.stopped) this.open();
+      if (this.consumer.active === this && !this.consumer.stopped) this.open();
     });
   }
 

@@ -1,0 +1,63 @@
+"""realtime.topics: what connections read. Rows cached per process (and forgotten when saved),
+private topics answered like missing ones, the publish rule off the event loop, pages, heads."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import AnonymousUser
+
+from realtime import protocol, topics
+from realtime.models import Topic
+from realtime.outbox import publish
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@database_sync_to_async
+def make(slug: str, **fields) -> Topic:
+    return Topic.objects.create(slug=slug, title=slug, **fields)
+
+
+async def test_access_finds_public_topics_and_hides_private_ones_like_missing_ones():
+    await make("news")
+    await make("secret", private=True)
+    anonymous = AnonymousUser()
+    assert (await topics.access("news", anonymous)).topic.slug == "news"
+    missing, private = (
+        await topics.access("nope", anonymous),
+        await topics.access("secret", anonymous),
+    )
+    assert missing.topic is None and private.topic is None
+    assert (missing.refusal, private.refusal) == (protocol.NOT_FOUND, protocol.FORBIDDEN)
+
+
+async def test_rows_are_cached_until_saved_in_this_process():
+    news = await make("news")
+    assert (await topics.access("news", None)).topic.title == "news"
+    await database_sync_to_async(Topic.objects.filter(pk=news.pk).update)(title="changed")
+    assert (await topics.access("news", None)).topic.title == "news"  # cached (1 s)
+    assert (await topics.access("news", None, fresh=True)).topic.title == "changed"
+    news.title = "saved"
+    await database_sync_to_async(news.save)()  # a save in this process forgets the row
+    assert (await topics.access("news", None)).topic.title == "saved"
+
+
+async def test_may_publish_asks_the_one_rule():
+    chat = await make("chat", visitor_publish=True)
+    news = await make("news")
+    private = await make("private", visitor_publish=True, private=True)
+    assert await topics.may_publish(chat, AnonymousUser())
+    assert not await topics.may_publish(news, AnonymousUser())
+    assert not await topics.may_publish(private, AnonymousUser())
+
+
+async def test_pages_latest_seqs_and_heads():
+    news = await make("news")
+    for i in range(3):
+        await database_sync_to_async(publish)(news, i)
+    page = await topics.read_page(news.pk, 1, 3)
+    assert [seq for seq, _ in page] == [2, 3] and all('"type":"message"' in t for _, t in page)
+    assert await topics.latest_seq(news.pk) == 3
+    assert await topics.first_retained_seq(news.pk, 0) == 1
+    assert await database_sync_to_async(topics.heads)(["news"]) == {"news": 3}
