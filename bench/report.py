@@ -155,6 +155,7 @@ def write_report(results: dict, out: Path) -> None:
     lines += workers_section(results.get("workers"))
     lines += harnesses_section(results.get("harnesses"))
     lines += sse_section(results.get("sse"))
+    lines += before_after_section(results.get("before-after"))
     lines += targets(results)
     notes = BENCH / "notes.md"  # hand-written findings, kept across regenerated reports
     if notes.exists():
@@ -205,6 +206,50 @@ def sse_section(found: dict | None) -> list[str]:
             f"| {r['transport']} | {r['rate']:g} | {fmt(r['offered_per_s'], 0)} |"
             f" {fmt(r['delivered_per_s'], 0)} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} |"
             f" {r['lost']} | {r['duplicates']} |"
+        )
+    return [*lines, ""]
+
+
+def before_after_section(found: dict | None) -> list[str]:
+    """The product before and after a change, in one run (``--phase before-after``)."""
+    if not found:
+        return []
+    lines = [
+        "## Before and after the last change, in one run",
+        "",
+        f"Run {found['date']} (`python bench/run.py --phase before-after --baseline PATH`) on"
+        f" {found['cpus']} CPUs; before = `{found.get('baseline', '?')}`. 1,000 clients, each"
+        " pair alternating, twice; after/before is the ratio of the means.",
+        "",
+        "| load generator | transport | msgs/s | server | delivered/s | p50 ms | p99 ms | lost |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict = {}
+    for r in found["rows"]:
+        lines.append(
+            f"| {r['loadgen']} | {r['transport']} | {r['rate']:g} | {r['server']} |"
+            f" {fmt(r['delivered_per_s'], 0)} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} |"
+            f" {r['lost']} |"
+        )
+        key = (r["loadgen"], r["transport"], r["rate"])
+        groups.setdefault(key, {}).setdefault(r["server"], []).append(r)
+    lines += [
+        "",
+        "| load generator | transport | msgs/s | delivered/s after/before | p50 after/before |",
+        "|---|---|---|---|---|",
+    ]
+    for (loadgen, transport, rate), by_server in groups.items():
+        before, after = by_server.get("product-before", []), by_server.get("product", [])
+        if not before or not after:
+            continue
+
+        def mean(rows: list[dict], name: str) -> float:
+            return sum(r[name] for r in rows) / len(rows)
+
+        lines.append(
+            f"| {loadgen} | {transport} | {rate:g} |"
+            f" {mean(after, 'delivered_per_s') / mean(before, 'delivered_per_s'):.3f}× |"
+            f" {mean(after, 'p50_ms') / mean(before, 'p50_ms'):.3f}× |"
         )
     return [*lines, ""]
 

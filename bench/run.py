@@ -91,7 +91,7 @@ class Bench:
         self.procs.append(proc)
         return proc
 
-    def start_servers(self) -> None:
+    def start_servers(self, baseline: Path | None = None) -> None:
         subprocess.run(
             [PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env, check=True
         )
@@ -110,6 +110,8 @@ class Bench:
         # The same product with other settings (VARIANTS), for side-by-side comparisons.
         for name in VARIANTS:
             specs[name] = (daphne_command("127.0.0.1", "{port}"), ROOT)
+        if baseline is not None:  # the previous release's code, same database and Redis
+            specs["product-before"] = (daphne_command("127.0.0.1", "{port}"), baseline)
         for name, (command, cwd) in specs.items():
             port = free_port()
             env = None
@@ -362,6 +364,28 @@ def sse_phase(bench: Bench) -> list[dict]:
     return rows
 
 
+def before_after_phase(bench: Bench) -> list[dict]:
+    """The product as it was (``--baseline``, a checkout of the previous commit) and as it is,
+    in one run, alternating: 1,000 clients at 20 and 100 msgs/s from both load generators,
+    and 1,000 Server-Sent Events clients at 20 msgs/s; each pair twice."""
+    rows = []
+    for kind in ("python", "node"):
+        bench.loadgen_kind = kind
+        for rate in (20, 100):
+            for repeat in (1, 2):
+                for server in ("product-before", "product"):
+                    r = bench.scenario(server, 1000, rate, 5)
+                    rows.append({**r, "loadgen": kind, "transport": "websocket", "repeat": repeat})
+    bench.loadgen_kind = "python"
+    bench.sse = True
+    for repeat in (1, 2):
+        for server in ("product-before", "product"):
+            r = bench.scenario(server, 1000, 20, 5)
+            rows.append({**r, "loadgen": "python", "transport": "sse", "repeat": repeat})
+    bench.sse = False
+    return rows
+
+
 def harness_phase(bench: Bench) -> list[dict]:
     """The same scenarios from both load generators: product and raw at 20 and 100 msg/s to
     1,000 clients."""
@@ -381,7 +405,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--phase",
-        choices=("all", "workers", "harnesses", "sse"),
+        choices=("all", "workers", "harnesses", "sse", "before-after"),
         default="all",
         help="workers: 1, 2, 4 workers on one port; harnesses: the Python and the Node.js "
         "load generators side by side. Both update results.json and RESULTS.md in place.",
@@ -391,6 +415,12 @@ def main() -> None:
         choices=("python", "node"),
         default="python",
         help="the load generator of the main phases (bench/loadgen.py or bench/node)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="PATH",
+        help="with --phase before-after: a checkout of the previous release (git worktree add "
+        "PATH REV), served as product-before beside the product",
     )
     parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
     parser.add_argument(
@@ -412,26 +442,30 @@ def main() -> None:
             results.update({k: old[k] for k in ("workers", "harnesses", "sse") if k in old})
         else:
             results = old
-    if args.loadgen == "node" or args.phase == "harnesses":
+    if args.loadgen == "node" or args.phase in ("harnesses", "before-after"):
         ensure_node_loadgen()
     with tempfile.TemporaryDirectory(prefix="realtime-bench-") as tmp:
         workdir = Path(tmp)
         with EmbeddedRedis(directory=workdir / "redis") as redis:
             bench = Bench(workdir, redis.url, args.quick, args.loadgen)
             try:
-                bench.start_servers()
+                if args.phase == "before-after" and not args.baseline:
+                    parser.error("--phase before-after needs --baseline PATH")
+                bench.start_servers(baseline=Path(args.baseline) if args.baseline else None)
                 if args.phase != "all":
                     print(f"== phase: {args.phase}", flush=True)
                     phases = {
                         "workers": workers_phase,
                         "harnesses": harness_phase,
                         "sse": sse_phase,
+                        "before-after": before_after_phase,
                     }
                     rows = phases[args.phase](bench)
                     results[args.phase] = {
                         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                         "cpus": os.cpu_count(),
                         "rows": rows,
+                        **({"baseline": _revision(Path(args.baseline))} if args.baseline else {}),
                     }
                     previous.write_text(json.dumps(results, indent=1))
                     from report import write_report
@@ -487,6 +521,13 @@ def main() -> None:
 
     write_report(results, out)
     print(f"wrote {args.out}")
+
+
+def _revision(path: Path) -> str:
+    found = subprocess.run(
+        ["git", "-C", str(path), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    )
+    return found.stdout.strip()[:80]
 
 
 def _cpu_model() -> str:

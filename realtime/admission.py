@@ -8,6 +8,9 @@ import asyncio
 import weakref
 from collections import Counter
 
+from realtime.conf import realtime_settings
+from realtime.origins import Refusal
+
 
 class Admission:
     """Connections per client address."""
@@ -21,6 +24,14 @@ class Admission:
             return False
         self.per_address[address] += 1
         return True
+
+    def refusal(self, address: str) -> Refusal | None:
+        """Admit a connection from ``address`` under ``MAX_CONNECTIONS_PER_ADDRESS`` (None),
+        or the ``Refusal`` that says why not."""
+        limit = realtime_settings.MAX_CONNECTIONS_PER_ADDRESS
+        if self.admit(address, limit):
+            return None
+        return Refusal("address_limit", f"already {limit} connection(s) from its address")
 
     def leave(self, address: str) -> None:
         """A connection counted by ``admit`` ended."""

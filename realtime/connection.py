@@ -1,15 +1,11 @@
-"""One client's connection, whatever carries it: the ``engine.Subscriber`` of the hub.
+"""One client's connection, whatever carries it.
 
-A ``Connection`` holds who the client is, its topic streams (subscribe, replay and gap fill
-from the database, dedupe, the slow-reader rule, state topics), the revocation re-check and
-publishing. It meets the outside only through a ``Transport``: the WebSocket consumer
-(``consumers.py``) and the Server-Sent Events stream (``sse.py``) each implement one, and a
-test can implement one in memory. The per-topic decisions are ``delivery.Stream``'s.
-
-Replay is paced by what the transport drains: rows are written while fewer than
-``REPLAY_HIGH_WATER`` bytes wait, then the replay waits until at most ``REPLAY_LOW_WATER``
-wait; a client whose backlog does not shrink for ``SEND_STALL_TIMEOUT`` seconds is dropped.
-Live frames are judged by ``MAX_SEND_BUFFER``.
+A ``Connection`` holds who the client is and what it asks (subscribe, unsubscribe, publish),
+re-checks its access when the hub hands it an access change, and ends it. Its topic streams
+(replay, gap fill, dedupe, slow readers, state topics: the hub's subscriber for each topic)
+are a ``streams.TopicStreams`` it owns. It meets the outside only through a ``Transport``:
+the WebSocket consumer (``consumers.py``) and the Server-Sent Events stream (``sse.py``) each
+implement one, and a test can implement one in memory (``tests/test_connection.py``).
 """
 
 from __future__ import annotations
@@ -21,22 +17,18 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
-from realtime import access, idempotency, metrics, protocol, topics
-from realtime.conf import realtime_settings
-from realtime.delivery import FETCH, SEND, Stream
+from realtime import access, idempotency, protocol, topics
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Source
 from realtime.outbox import publish
 from realtime.protocol import ProtocolError
+from realtime.streams import TopicStreams
 from realtime.wire import Frame
 
 logger = logging.getLogger("realtime.consumer")
 
-STATE_DRAIN_POLL = 0.01  # seconds between checks of a socket holding back a state frame
-REPLAY_HIGH_WATER = 256 * 1024
-REPLAY_LOW_WATER = 64 * 1024
-DRAIN_POLL = 0.005
 HUB_READY_TIMEOUT = 5.0  # a subscribe waits this long for the process's Redis subscription
 
 
@@ -78,7 +70,8 @@ def not_found(slug: str, id: Any) -> ProtocolError:
 
 
 class Connection:
-    """A client's topics and identity; the hub's subscriber."""
+    """A client: its identity, its requests and its end; the hub tells it of access changes
+    and of the shutdown (its ``TopicStreams`` get the topics' frames)."""
 
     def __init__(
         self,
@@ -100,12 +93,21 @@ class Connection:
         # The session that authenticated user_id (None for anonymous visitors).
         self.session_key = session_key if signed_in else None
         self.scope = idempotency.scope_of(user, session_key)  # of publish keys
-        self.streams: dict[str, Stream] = {}
+        self.topics = TopicStreams(
+            transport, hub, f"{self.connection_id} addr={address}", self.release
+        )
+        self.streams = self.topics.streams  # by topic slug
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
-        self.max_send_buffer = realtime_settings.MAX_SEND_BUFFER
-        self._write = transport.write
-        self._waiting = transport.waiting
+
+    @classmethod
+    def for_scope(cls, transport: Transport, hub: Any, scope: dict[str, Any], **kw: Any):
+        """The connection of an ASGI request: its user, session cookie and client address."""
+        cookie = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
+        address = ":".join(str(part) for part in scope.get("client") or ("?",))
+        return cls(
+            transport, hub, user=scope.get("user"), session_key=cookie, address=address, **kw
+        )
 
     @property
     def username(self) -> str | None:
@@ -120,29 +122,28 @@ class Connection:
         if stream is None:
             # Listen first, then read: anything stored after the read arrives from the hub
             # (until then the new stream is busy, and live frames only raise its target).
-            stream = self.streams[slug] = Stream()
-            self.hub.add(slug, self)
+            stream = self.topics.listen(slug)
             await self.hub.wait_ready(HUB_READY_TIMEOUT)
         try:
             found = await topics.access(slug, self.user)
         except Exception:
             if not resubscribe:
-                self._leave(slug)
+                self.topics.leave(slug)
             raise
         if found.topic is None:
-            self._leave(slug)  # access is checked again on every subscribe
+            self.topics.leave(slug)  # access is checked again on every subscribe
             raise not_found(slug, id)
         if resubscribe:
             # Already subscribed: confirm; nothing already sent is sent again.
             latest = await topics.latest_seq(found.topic.pk)
             await self.send(protocol.SUBSCRIBED, protocol.subscribed(slug, latest, True, id=id))
-            self.advance(slug, latest)
+            self.topics.advance(slug, latest)
             return
-        latest, recovered = await self.place(slug, stream, found.topic, since)
-        await self.announce(slug, stream, latest, recovered, id)
+        latest, recovered = await self.topics.place(slug, stream, found.topic, since)
+        await self.topics.announce(slug, stream, latest, recovered, id)
 
     async def unsubscribe(self, slug: str, id: Any = None) -> None:
-        self._leave(slug)
+        self.topics.leave(slug)
         await self.send(protocol.UNSUBSCRIBED, protocol.unsubscribed(slug, id=id))
 
     async def publish(self, slug: str, data: Any, key: str | None, id: Any = None) -> None:
@@ -167,97 +168,12 @@ class Connection:
         anything is sent, so every event's cursor holds every topic."""
         placed = {}
         for slug, topic in found.items():
-            stream = self.streams[slug] = Stream()
-            self.hub.add(slug, self)
-            placed[slug] = await self.place(slug, stream, topic, cursor.get(slug))
+            stream = self.topics.listen(slug)
+            placed[slug] = await self.topics.place(slug, stream, topic, cursor.get(slug))
         for slug, (latest, recovered) in placed.items():
-            await self.announce(slug, self.streams[slug], latest, recovered)
+            await self.topics.announce(slug, self.streams[slug], latest, recovered)
 
-    # --- placing a stream ---------------------------------------------------------------------
-
-    async def place(
-        self, slug: str, stream: Stream, topic: Any, since: int | None
-    ) -> tuple[int, bool]:
-        """Set a new subscription's starting position (already listening; nothing sent):
-        return the topic's latest seq and ``recovered``."""
-        stream.topic_id = topic.pk
-        stream.state = topic.is_state
-        latest = await self._latest(slug, topic.pk, since)
-        recovered = stream.start(since, latest, topic.backlog)
-        if recovered is None:
-            recovered = await topics.first_retained_seq(topic.pk, stream.last) == stream.last + 1
-        return latest, recovered
-
-    async def announce(
-        self, slug: str, stream: Stream, latest: int, recovered: bool, id: Any = None
-    ) -> None:
-        """Answer ``subscribed`` for a placed stream, then send what it owes."""
-        await self.send(protocol.SUBSCRIBED, protocol.subscribed(slug, latest, recovered, id=id))
-        logger.info("subscribe %s topic=%s seq=%s", self.connection_id, slug, latest)
-        await self._catch_up(slug, stream)
-
-    async def _latest(self, slug: str, topic_id: int, since: int | None) -> int:
-        """The topic's latest seq: from the hub when it tracks it, else from the database
-        (read after listening, so nothing published later can be missed). A ``since`` beyond
-        the hub's head may come from a client of another process that saw a message this
-        one has not received yet: the database decides."""
-        head = self.hub.head(slug)
-        if head is not None and (since is None or since <= head):
-            return head
-        epoch = self.hub.epoch()
-        latest = await topics.latest_seq(topic_id)
-        self.hub.seed(slug, latest, epoch)
-        return latest
-
-    # --- from the hub (engine.Subscriber) -----------------------------------------------------
-
-    def push(self, slug: str, seq: int, frame: Frame) -> int:
-        """The hub's fast path, without a coroutine per connection: 1 when the frame was
-        written, 0 when not (a duplicate, waiting for a fetch, a slow reader dropped), -1
-        when it must go through ``deliver`` (a transport without ``write``)."""
-        write = self._write
-        if write is None:
-            return -1
-        stream = self.streams.get(slug)
-        if stream is None or self.closing:
-            return 0
-        verdict = stream.offer(seq)
-        if verdict == SEND:
-            if self._waiting():  # only a socket with bytes waiting can be over the limit
-                if stream.state:
-                    # Behind on a state topic: hold the newest frame until the socket drains.
-                    self._hold_state(slug, stream, frame)
-                    return 0
-                if self.transport.pending() > self.max_send_buffer:
-                    self._drop_slow_reader()
-                    return 0
-            return 1 if write(frame) else 0
-        if verdict == FETCH:
-            self._spawn(self._catch_up(slug, stream))
-        return 0
-
-    async def deliver(self, slug: str, seq: int, frame: Frame) -> bool:
-        """A live frame of ``slug``: send it if it is the next one, else catch up. True when
-        the frame was sent."""
-        stream = self.streams.get(slug)
-        if stream is None or self.closing:
-            return False
-        verdict = stream.offer(seq)
-        if verdict == SEND:
-            if self.transport.pending() > self.max_send_buffer:
-                self._drop_slow_reader()
-                return False
-            await self.transport.send_frame(protocol.MESSAGE, frame.text)
-            return not self.closing
-        if verdict == FETCH:
-            self._spawn(self._catch_up(slug, stream))
-        return False
-
-    def advance(self, slug: str, seq: int) -> None:
-        """``seq`` exists in ``slug``: fetch what this connection lacks up to it."""
-        stream = self.streams.get(slug)
-        if stream is not None and not self.closing and stream.learn(seq):
-            self._spawn(self._catch_up(slug, stream))
+    # --- from the hub (engine.Client) -----------------------------------------------------------
 
     def server_shutdown(self) -> int:
         """The server is stopping: the transport ends with 1001. 1 if it did."""
@@ -290,7 +206,7 @@ class Connection:
                     continue
                 found = await topics.access(slug, self.user)
                 if found.topic is None and slug in self.streams:
-                    self._leave(slug)
+                    self.topics.leave(slug)
                     text = protocol.unsubscribed(slug, code=found.refusal)
                     await self.send(protocol.UNSUBSCRIBED, text)
                     logger.info("access to %s ended on %s", slug, self.connection_id)
@@ -303,90 +219,6 @@ class Connection:
         if not self.closing:
             await self.transport.send_frame(kind, text)
 
-    def _hold_state(self, slug: str, stream: Stream, frame: Frame) -> None:
-        """Keep only the newest frame of a state topic while the socket has bytes waiting;
-        one task sends it once they are gone (frames in between are never sent)."""
-        starting = stream.pending is None
-        stream.pending = frame
-        if starting:
-            self._spawn(self._send_held_state(slug, stream))
-
-    async def _send_held_state(self, slug: str, stream: Stream) -> None:
-        while self.streams.get(slug) is stream and not self.closing:
-            await asyncio.sleep(STATE_DRAIN_POLL)
-            if not self._waiting():
-                frame, stream.pending = stream.pending, None
-                if frame is not None:
-                    self._write(frame)
-                return
-            if self.transport.pending() > self.max_send_buffer:
-                stream.pending = None
-                self._drop_slow_reader()
-                return
-        stream.pending = None
-
-    async def _catch_up(self, slug: str, stream: Stream) -> None:
-        """Send ``stream.last+1 .. stream.target`` from the database, in order, paced by what
-        the transport drains; a client that reads at any speed catches up however large the
-        backlog, one that stops reading is dropped."""
-        stream.busy = True
-        try:
-            while self.streams.get(slug) is stream and stream.owed:
-                rows = await topics.read_page(stream.topic_id, stream.fetch_after, stream.target)
-                if self.streams.get(slug) is not stream or self.closing:
-                    return
-                if not rows:
-                    stream.skip_to_target()  # pruned: nothing left to send
-                    break
-                for seq, text in rows:
-                    if self.transport.pending() > REPLAY_HIGH_WATER:
-                        if not await self._drained() or self.streams.get(slug) is not stream:
-                            return
-                    if stream.sent(seq):
-                        if self._write is not None:
-                            self._write(Frame(text.encode(), text))
-                        else:
-                            await self.send(protocol.MESSAGE, text)
-                        metrics.local.replayed += 1
-        except Exception:
-            logger.warning("catch-up of %s on %s failed", slug, self.connection_id, exc_info=True)
-            # The next frame or head announcement for the topic tries again.
-        finally:
-            stream.busy = False
-
-    async def _drained(self) -> bool:
-        """Wait until at most ``REPLAY_LOW_WATER`` bytes wait for the client. A client whose
-        backlog does not shrink for ``SEND_STALL_TIMEOUT`` seconds does not read: it is
-        dropped (False). True when drained (and still open)."""
-        loop = asyncio.get_running_loop()
-        stall = realtime_settings.SEND_STALL_TIMEOUT
-        lowest, since = self.transport.pending(), loop.time()
-        while not self.closing:
-            pending = self.transport.pending()
-            if pending <= REPLAY_LOW_WATER:
-                return True
-            now = loop.time()
-            if pending < lowest:
-                lowest, since = pending, now
-            elif now - since > stall:
-                self._drop_slow_reader()
-                return False
-            await asyncio.sleep(DRAIN_POLL)
-        return False
-
-    def _drop_slow_reader(self) -> None:
-        """The client does not read: drop it before its buffer grows (it resumes with since)."""
-        if not self.closing:
-            metrics.SLOW_READERS.inc()
-            logger.warning(
-                "dropping slow reader %s addr=%s: %d bytes unsent",
-                self.connection_id,
-                self.address,
-                self.transport.pending(),
-            )
-            self.transport.drop()
-            self.release()
-
     # --- the end ------------------------------------------------------------------------------
 
     def _spawn(self, coroutine: Any) -> None:
@@ -394,17 +226,12 @@ class Connection:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _leave(self, slug: str) -> None:
-        if self.streams.pop(slug, None) is not None:
-            self.hub.discard(slug, self)
-
     def release(self) -> None:
         """Leave every topic and the hub, cancel every task; idempotent."""
         if self.closing:
             return
         self.closing = True
-        for slug in list(self.streams):
-            self._leave(slug)
+        self.topics.close()
         self.hub.disconnected(self)
         for task in list(self.tasks):
             task.cancel()

@@ -1,27 +1,21 @@
-"""The /ws/ endpoint: the WebSocket door of a ``connection.Connection``.
-
-The consumer does the handshake (subprotocol, Origin, admission), vets each client frame
-(size, budget, shape: ``ratelimit``, ``protocol``) and hands it to ``on_<type>``, which asks
-the connection. It is the connection's ``Transport``: frames go out through channels' send,
-or straight to daphne's socket; every daphne/Twisted/autobahn internal lives in ``wire``.
-"""
+"""/ws/, the WebSocket door of a ``connection.Connection``: the handshake (subprotocol, Origin,
+admission), each client frame vetted (``ratelimit``) and handed to ``on_<type>``. It is the
+connection's ``Transport``; daphne's side of the socket is a ``wire.Socket``."""
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any
 
 from autobahn.exception import Disconnected
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
 
 from realtime import engine, metrics, protocol, wire
 from realtime.admission import admission
 from realtime.conf import realtime_settings as conf
 from realtime.connection import Connection
-from realtime.origins import Refusal, handshake_refusal
+from realtime.origins import handshake_refusal
 from realtime.protocol import ClientFrame, ProtocolError
 from realtime.ratelimit import ConnectionLimits, FrameTooBig
 
@@ -32,19 +26,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     """A visitor's socket: the handshake and the client's frames; the rest is its connection."""
 
     connection: Connection | None = None
-    protocol: Any = None  # daphne's protocol object, when under daphne
-    gate: wire.ReadGate | None = None
-    write: Any = None  # Transport.write: straight to daphne's socket, when it may
-    close_counted = admitted = False  # in the closes metric; counted by admission
+    socket: wire.Socket | None = None  # under daphne
+    write: Any = None  # Transport.write (wire.Socket's, when frames may go straight out)
+    admitted = False  # counted by admission
     address = host = "?"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Topics do not need the channel layer; without it a connection costs no receive task.
-        if not conf.CONSUMER_CHANNEL_LAYER:
-            self.channel_layer_alias = None
-        elif self.channel_layer_alias == "default":
-            self.channel_layer_alias = conf.CHANNEL_LAYER
+    @property
+    def channel_layer_alias(self) -> str | None:  # type: ignore[override]
+        # Topics need no channel layer; without one a connection costs no receive task.
+        return conf.CHANNEL_LAYER if conf.CONSUMER_CHANNEL_LAYER else None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:  # clean-up, whatever ends the consumer (a disconnect, an error, a cancellation)
@@ -52,33 +42,25 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         finally:
             self.release()
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # No per-message thread hop to close database connections: every database helper is
-        # a database_sync_to_async call, which does that.
-        await getattr(self, get_handler_name(message))(message)
+    async def dispatch(self, message: dict[str, Any]) -> None:  # no thread hop per message:
+        await getattr(self, get_handler_name(message))(message)  # database calls close theirs
 
     async def connect(self) -> None:
         client = self.scope.get("client") or ("?",)
         self.address, self.host = ":".join(str(p) for p in client), str(client[0])
-        refusal, limit = handshake_refusal(self.scope), conf.MAX_CONNECTIONS_PER_ADDRESS
-        if refusal is None and not admission().admit(self.host, limit):
-            refusal = Refusal("address_limit", f"already {limit} connection(s) from its address")
+        refusal = handshake_refusal(self.scope) or admission().refusal(self.host)
         if refusal is not None:
             metrics.REFUSED.labels(refusal.reason).inc()
             logger.info("refused %s: %s", self.address, refusal)
             return await self.close()
         self.admitted, self.limits = True, ConnectionLimits(conf)
-        self.protocol = wire.daphne_protocol(self.scope.get(wire.SCOPE_KEY))
-        if self.protocol is not None:
-            self.gate = wire.ReadGate(self.protocol)  # frames read as fast as handled
-            self.waiting = functools.partial(wire.waiting, self.protocol)
-            if conf.DIRECT_WRITE:
-                self.write = functools.partial(wire.WRITERS[conf.WRITE_PATH], self.protocol)
-        cookie = self.scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
+        daphne = wire.daphne_protocol(self.scope.get(wire.SCOPE_KEY))
+        if daphne is not None:
+            s = self.socket = wire.Socket(daphne, conf.WRITE_PATH if conf.DIRECT_WRITE else None)
+            for name in ("write", "waiting", "pending", "drop"):  # the Transport's, daphne's way
+                setattr(self, name, getattr(s, name))
         hub = engine.hub()
-        c = self.connection = Connection(
-            self, hub, user=self.scope.get("user"), session_key=cookie, address=self.address
-        )
+        c = self.connection = Connection.for_scope(self, hub, self.scope)
         hub.connected(c)
         hub.start()
         await self.accept(subprotocol=protocol.PROTOCOL if self.scope.get("subprotocols") else None)
@@ -88,10 +70,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if (c := self.connection) is not None:
             logger.info("disconnect %s user=%s code=%s", c.connection_id, c.username, code)
-        failed = wire.failure_code(self.protocol)
-        if failed is not None and not self.close_counted:  # closed by autobahn itself (1009)
-            self.close_counted = True
-            metrics.CLOSES.labels(str(failed)).inc()
+        if self.socket is not None:
+            self.socket.count_failure()  # a close autobahn made itself (1009) is counted too
 
     def release(self) -> None:
         if self.connection is not None:
@@ -100,11 +80,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             self.admitted = False
             admission().leave(self.host)
 
-    # --- frames from the client ---------------------------------------------------------------
-
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.gate is not None:
-            self.gate.taken()
+        if self.socket is not None:
+            self.socket.gate.taken()
         if self.connection is None or self.connection.closing:
             return
         try:
@@ -139,49 +117,32 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if abuse and exc.code != protocol.NOT_FOUND and not self.limits.abuse.take():
             await self.close(protocol.CLOSE_POLICY_VIOLATION, "kept breaking the protocol")
 
-    # --- the connection's Transport -------------------------------------------------------------
+    # --- the connection's Transport (write, waiting, pending, drop: wire.Socket's) ----------------
 
     async def send_frame(self, kind: str, text: str) -> None:
         await self.send(text)
 
     async def send(self, text_data: Any = None, bytes_data: Any = None, close: Any = False):
-        """channels' send; nothing once the connection ends, and a client gone meanwhile
-        (autobahn's ``Disconnected``) ends it quietly."""
+        # Nothing once the connection ends; a client gone meanwhile ends it quietly.
         if self.connection is None or not self.connection.closing or close:
             try:
                 await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
             except Disconnected:
                 self.release()
 
-    def waiting(self) -> bool:
-        return False  # replaced by wire.waiting under daphne
-
-    def pending(self) -> int:
-        return wire.buffered(self.protocol) if self.protocol is not None else 0
+    waiting = staticmethod(lambda: False)  # without daphne (tests' communicators)
+    pending = staticmethod(lambda: 0)
+    drop = staticmethod(lambda: None)
 
     async def close(self, code: Any = None, reason: str | None = None) -> None:
-        """Close with ``code`` through daphne's protocol object (autobahn refuses 1008, 1009
-        and 1011 from applications); without one, channels' close (a refused handshake)."""
-        if code is None or self.connection is None:
+        if self.connection is None or code is None:  # a refused handshake
             return await super().close(code=code)
-        if self.connection.closing:
-            return
-        logger.info("closing %s code=%s: %s", self.connection.connection_id, code, reason)
-        metrics.CLOSES.labels(str(code)).inc()
-        self.close_counted = True
-        if self.gate is not None and code != protocol.CLOSE_UNAUTHORIZED:
-            self.gate.stop()  # what an abusive client sends after this is not even read
-        if self.protocol is not None:
-            wire.close(self.protocol, code, reason or "")
-        else:
+        if self.socket is not None:  # an abusive client's next frames are not even read
+            abusive, label = code != protocol.CLOSE_UNAUTHORIZED, self.connection.connection_id
+            self.socket.close(code, reason or "", abusive=abusive, label=label)
+        elif not self.connection.closing:
             await super().close(code=code)
         self.release()
 
     def shutdown(self) -> bool:
-        if self.protocol is not None:
-            wire.close(self.protocol, protocol.CLOSE_GOING_AWAY, "server shutting down")
-        return self.protocol is not None
-
-    def drop(self) -> None:
-        if self.protocol is not None:
-            wire.drop(self.protocol)
+        return self.socket is not None and self.socket.close(protocol.CLOSE_GOING_AWAY, "shutdown")

@@ -41,7 +41,7 @@ RECONNECT_MIN, RECONNECT_MAX = 0.1, 5.0
 
 
 class Subscriber(Protocol):
-    """What the hub needs of a local connection (``connection.Connection`` implements it)."""
+    """What the hub needs of a local subscriber to a topic (``streams.TopicStreams``)."""
 
     def push(self, slug: str, seq: int, frame: Frame) -> int:
         """Write the frame now if it is the connection's next one: 1 written, 0 not, -1 to
@@ -52,6 +52,10 @@ class Subscriber(Protocol):
         """Send the frame if it is the connection's next one; True when written."""
 
     def advance(self, slug: str, seq: int) -> None: ...
+
+
+class Client(Protocol):
+    """What the hub needs of a local connection (``connection.Connection``)."""
 
     def access_changed(self, event: dict[str, Any]) -> None: ...
 
@@ -81,7 +85,7 @@ class Hub:
         self.companions = companions
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.topics: dict[str, set[Subscriber]] = {}
-        self.connections: set[Subscriber] = set()  # every local subscriber
+        self.connections: set[Client] = set()  # every local connection
         self.ready = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.companion_tasks: list[asyncio.Task] = []
@@ -112,14 +116,14 @@ class Hub:
                 del self.topics[slug]
             self.presence_dirty = True
 
-    def connected(self, subscriber: Subscriber) -> None:
+    def connected(self, client: Client) -> None:
         """A local connection opened (told of access changes and of the shutdown)."""
-        self.connections.add(subscriber)
+        self.connections.add(client)
         self.presence_dirty = True
 
-    def disconnected(self, subscriber: Subscriber) -> None:
-        if subscriber in self.connections:
-            self.connections.discard(subscriber)
+    def disconnected(self, client: Client) -> None:
+        if client in self.connections:
+            self.connections.discard(client)
             self.presence_dirty = True
 
     def head(self, slug: str) -> int | None:

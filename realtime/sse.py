@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
-from django.conf import settings
 
 from realtime import engine, protocol, topics, wire
 from realtime.admission import admission
@@ -110,15 +109,8 @@ class EventStream:
         except BadRequest as exc:
             await self.refuse(exc)
             return
-        cookie = self.scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
-        self.connection = Connection(
-            self,
-            hub,
-            user=user,
-            session_key=cookie,
-            address=self.address,
-            connection_id="sse-" + uuid.uuid4().hex[:12],
-        )
+        connection_id = "sse-" + uuid.uuid4().hex[:12]
+        self.connection = Connection.for_scope(self, hub, self.scope, connection_id=connection_id)
         hub.connected(self.connection)
         await self.asgi_send(
             {

@@ -23,6 +23,8 @@ import struct
 import sys
 from typing import Any
 
+from realtime import metrics
+
 logger = logging.getLogger("realtime.wire")
 
 SCOPE_KEY = "realtime.raw_send"
@@ -164,6 +166,45 @@ class ReadGate:
             transport = self.protocol.transport
             if transport is not None:
                 transport.pauseProducing()
+
+
+class Socket:
+    """The daphne side of one WebSocket connection, what its ``Transport`` needs: frames
+    written straight to the socket (``write_path``: a key of ``WRITERS``, or None for the
+    ASGI send), what waits for the client, close codes, a drop, and the read gate."""
+
+    def __init__(self, protocol: Any, write_path: str | None):
+        self.protocol = protocol
+        self.closed = False  # a close frame was sent (and counted)
+        self.gate = ReadGate(protocol)  # frames read as fast as handled
+        self.write = functools.partial(WRITERS[write_path], protocol) if write_path else None
+        self.waiting = functools.partial(waiting, protocol)
+
+    def pending(self) -> int:
+        return buffered(self.protocol)
+
+    def close(self, code: int, reason: str, *, abusive: bool = False, label: str = "") -> bool:
+        """Send the close frame (counted in the closes metric); an ``abusive`` client's next
+        frames are not even read. False when it was sent already."""
+        if self.closed:
+            return False
+        self.closed = True
+        logger.info("closing %s code=%s: %s", label, code, reason)
+        metrics.CLOSES.labels(str(code)).inc()
+        if abusive:
+            self.gate.stop()
+        close(self.protocol, code, reason)
+        return True
+
+    def drop(self) -> None:
+        drop(self.protocol)
+
+    def count_failure(self) -> None:
+        """Count a close autobahn made by itself (1009: a frame over the size limit)."""
+        code = failure_code(self.protocol)
+        if code is not None and not self.closed:
+            self.closed = True
+            metrics.CLOSES.labels(str(code)).inc()
 
 
 class Frame:

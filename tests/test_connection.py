@@ -1,5 +1,5 @@
-"""``Connection`` through an in-memory ``Transport`` and an in-memory hub: no server, no Redis
-subscription. The port is proved: everything a socket or an event stream does with topics
+"""``Connection`` (and the ``TopicStreams`` it owns) through an in-memory ``Transport`` and an
+in-memory hub: no server, no Redis subscription. The port is proved: everything a socket or an event stream does with topics
 (subscribe, replay, live frames, dedupe, gap fill, the slow-reader rule, paced replay,
 revocation, publishing) works against this fake door."""
 
@@ -13,7 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
-from realtime import connection as connection_module
+from realtime import streams
 from realtime import protocol
 from realtime.connection import Connection
 from realtime.models import Topic
@@ -115,7 +115,7 @@ def live(slug: str, seq: int) -> Frame:
 async def settle(c: Connection) -> None:
     """Wait for the connection's background work (a fetch, a re-check; a task that ended the
     connection is cancelled by it)."""
-    await asyncio.gather(*list(c.tasks), return_exceptions=True)
+    await asyncio.gather(*c.tasks, *c.topics.tasks, return_exceptions=True)
 
 
 def open_connection(transport: MemoryTransport, user: Any = None, **kw: Any) -> Connection:
@@ -149,13 +149,13 @@ async def test_live_frames_in_order_duplicates_dropped_gaps_filled_from_the_data
     transport = MemoryTransport()
     c = open_connection(transport)
     await c.subscribe("news", since=2)
-    assert c.push("news", 2, live("news", 2)) == 0  # already had it
+    assert c.topics.push("news", 2, live("news", 2)) == 0  # already had it
     await database_sync_to_async(publish)(made, "three")
-    assert c.push("news", 3, live("news", 3)) == 1
-    assert c.push("news", 3, live("news", 3)) == 0  # a duplicate
+    assert c.topics.push("news", 3, live("news", 3)) == 1
+    assert c.topics.push("news", 3, live("news", 3)) == 0  # a duplicate
     for _ in range(2):
         await database_sync_to_async(publish)(made, "more")
-    assert c.push("news", 5, live("news", 5)) == 0  # 4 was lost: fetched, then 5
+    assert c.topics.push("news", 5, live("news", 5)) == 0  # 4 was lost: fetched, then 5
     await settle(c)
     assert transport.seqs("news") == [3, 4, 5]
 
@@ -165,8 +165,8 @@ async def test_a_door_without_direct_writes_goes_through_deliver():
     transport = MemoryTransport(fast=False)
     c = open_connection(transport)
     await c.subscribe("news", since=1)
-    assert c.push("news", 2, live("news", 2)) == -1
-    assert await c.deliver("news", 2, live("news", 2)) is True
+    assert c.topics.push("news", 2, live("news", 2)) == -1
+    assert await c.topics.deliver("news", 2, live("news", 2)) is True
     assert transport.seqs("news") == [2]
 
 
@@ -177,7 +177,7 @@ async def test_a_live_reader_over_the_buffer_limit_is_dropped(settings):
     c = open_connection(transport)
     await c.subscribe("news")
     transport.backlog = 5000  # the client stopped reading
-    assert c.push("news", 1, live("news", 1)) == 0
+    assert c.topics.push("news", 1, live("news", 1)) == 0
     assert transport.dropped and c.closing and not c.hub.connections
 
 
@@ -188,7 +188,7 @@ async def test_a_replay_waits_for_the_client_to_read_and_then_goes_on():
     c = open_connection(transport)
     await c.subscribe("bulk", since=0)
     assert transport.seqs("bulk") == list(range(1, 31))
-    assert not transport.dropped and transport.backlog <= connection_module.REPLAY_LOW_WATER
+    assert not transport.dropped and transport.backlog <= streams.REPLAY_LOW_WATER
 
 
 async def test_a_replay_to_a_client_that_never_reads_is_dropped(settings):

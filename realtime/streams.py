@@ -1,0 +1,241 @@
+"""One client's topic streams: what the hub calls for each topic (``push``, ``deliver``,
+``advance``) and the replay from the database, in order, each seq once (the decisions are
+``delivery.Stream``'s), paced by what the transport drains.
+
+Replay: rows are written while fewer than ``REPLAY_HIGH_WATER`` bytes wait, then the replay
+waits until at most ``REPLAY_LOW_WATER`` wait; a client whose backlog does not shrink for
+``SEND_STALL_TIMEOUT`` seconds is dropped. Live frames are judged by ``MAX_SEND_BUFFER``.
+A ``Connection`` owns one ``TopicStreams`` (composition: it holds the streams, the transport
+and a callback for when the client is dropped; nothing of the connection's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from realtime import metrics, protocol, topics
+from realtime.conf import realtime_settings
+from realtime.delivery import FETCH, SEND, Stream
+from realtime.wire import Frame
+
+logger = logging.getLogger("realtime.consumer")
+
+STATE_DRAIN_POLL = 0.01  # seconds between checks of a socket holding back a state frame
+REPLAY_HIGH_WATER = 256 * 1024
+REPLAY_LOW_WATER = 64 * 1024
+DRAIN_POLL = 0.005
+
+
+class TopicStreams:
+    """The streams of one client, by topic: the hub's subscriber for each of them."""
+
+    def __init__(self, transport: Any, hub: Any, label: str, dropped: Callable[[], None]):
+        self.transport = transport
+        self.hub = hub
+        self.label = label  # for logs: the connection id and address
+        self.dropped = dropped  # the client was dropped (a reader that does not read)
+        self.streams: dict[str, Stream] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.closing = False
+        self.max_send_buffer = realtime_settings.MAX_SEND_BUFFER
+        self._write = transport.write
+        self._waiting = transport.waiting
+
+    def listen(self, slug: str) -> Stream:
+        """A new stream for ``slug``, already listening (busy until placed and caught up)."""
+        stream = self.streams[slug] = Stream()
+        self.hub.add(slug, self)
+        return stream
+
+    def leave(self, slug: str) -> None:
+        if self.streams.pop(slug, None) is not None:
+            self.hub.discard(slug, self)
+
+    def close(self) -> None:
+        """Leave every topic and cancel every task; idempotent."""
+        self.closing = True
+        for slug in list(self.streams):
+            self.leave(slug)
+        for task in list(self.tasks):
+            task.cancel()
+
+    # --- placing a stream ---------------------------------------------------------------------
+
+    async def place(
+        self, slug: str, stream: Stream, topic: Any, since: int | None
+    ) -> tuple[int, bool]:
+        """Set a new subscription's starting position (already listening; nothing sent):
+        return the topic's latest seq and ``recovered``."""
+        stream.topic_id = topic.pk
+        stream.state = topic.is_state
+        latest = await self._latest(slug, topic.pk, since)
+        recovered = stream.start(since, latest, topic.backlog)
+        if recovered is None:
+            recovered = await topics.first_retained_seq(topic.pk, stream.last) == stream.last + 1
+        return latest, recovered
+
+    async def announce(
+        self, slug: str, stream: Stream, latest: int, recovered: bool, id: Any = None
+    ) -> None:
+        """Answer ``subscribed`` for a placed stream, then send what it owes."""
+        await self.send(protocol.SUBSCRIBED, protocol.subscribed(slug, latest, recovered, id=id))
+        logger.info("subscribe %s topic=%s seq=%s", self.label, slug, latest)
+        await self._catch_up(slug, stream)
+
+    async def _latest(self, slug: str, topic_id: int, since: int | None) -> int:
+        """The topic's latest seq: from the hub when it tracks it, else from the database
+        (read after listening, so nothing published later can be missed). A ``since`` beyond
+        the hub's head may come from a client of another process that saw a message this
+        one has not received yet: the database decides."""
+        head = self.hub.head(slug)
+        if head is not None and (since is None or since <= head):
+            return head
+        epoch = self.hub.epoch()
+        latest = await topics.latest_seq(topic_id)
+        self.hub.seed(slug, latest, epoch)
+        return latest
+
+    # --- from the hub, for each topic
+
+    def push(self, slug: str, seq: int, frame: Frame) -> int:
+        """The hub's fast path, without a coroutine per connection: 1 when the frame was
+        written, 0 when not (a duplicate, waiting for a fetch, a slow reader dropped), -1
+        when it must go through ``deliver`` (a transport without ``write``)."""
+        write = self._write
+        if write is None:
+            return -1
+        stream = self.streams.get(slug)
+        if stream is None or self.closing:
+            return 0
+        verdict = stream.offer(seq)
+        if verdict == SEND:
+            if self._waiting():  # only a socket with bytes waiting can be over the limit
+                if stream.state:
+                    # Behind on a state topic: hold the newest frame until the socket drains.
+                    self._hold_state(slug, stream, frame)
+                    return 0
+                if self.transport.pending() > self.max_send_buffer:
+                    self._drop_slow_reader()
+                    return 0
+            return 1 if write(frame) else 0
+        if verdict == FETCH:
+            self._spawn(self._catch_up(slug, stream))
+        return 0
+
+    async def deliver(self, slug: str, seq: int, frame: Frame) -> bool:
+        """A live frame of ``slug``: send it if it is the next one, else catch up. True when
+        the frame was sent."""
+        stream = self.streams.get(slug)
+        if stream is None or self.closing:
+            return False
+        verdict = stream.offer(seq)
+        if verdict == SEND:
+            if self.transport.pending() > self.max_send_buffer:
+                self._drop_slow_reader()
+                return False
+            await self.transport.send_frame(protocol.MESSAGE, frame.text)
+            return not self.closing
+        if verdict == FETCH:
+            self._spawn(self._catch_up(slug, stream))
+        return False
+
+    def advance(self, slug: str, seq: int) -> None:
+        """``seq`` exists in ``slug``: fetch what this connection lacks up to it."""
+        stream = self.streams.get(slug)
+        if stream is not None and not self.closing and stream.learn(seq):
+            self._spawn(self._catch_up(slug, stream))
+
+    # --- sending
+
+    async def send(self, kind: str, text: str) -> None:
+        if not self.closing:
+            await self.transport.send_frame(kind, text)
+
+    def _hold_state(self, slug: str, stream: Stream, frame: Frame) -> None:
+        """Keep only the newest frame of a state topic while the socket has bytes waiting;
+        one task sends it once they are gone (frames in between are never sent)."""
+        starting = stream.pending is None
+        stream.pending = frame
+        if starting:
+            self._spawn(self._send_held_state(slug, stream))
+
+    async def _send_held_state(self, slug: str, stream: Stream) -> None:
+        while self.streams.get(slug) is stream and not self.closing:
+            await asyncio.sleep(STATE_DRAIN_POLL)
+            if not self._waiting():
+                frame, stream.pending = stream.pending, None
+                if frame is not None:
+                    self._write(frame)
+                return
+            if self.transport.pending() > self.max_send_buffer:
+                stream.pending = None
+                self._drop_slow_reader()
+                return
+        stream.pending = None
+
+    async def _catch_up(self, slug: str, stream: Stream) -> None:
+        """Send ``stream.last+1 .. stream.target`` from the database, in order, paced by what
+        the transport drains; a client that reads at any speed catches up however large the
+        backlog, one that stops reading is dropped."""
+        stream.busy = True
+        try:
+            while self.streams.get(slug) is stream and stream.owed:
+                rows = await topics.read_page(stream.topic_id, stream.fetch_after, stream.target)
+                if self.streams.get(slug) is not stream or self.closing:
+                    return
+                if not rows:
+                    stream.skip_to_target()  # pruned: nothing left to send
+                    break
+                for seq, text in rows:
+                    if self.transport.pending() > REPLAY_HIGH_WATER:
+                        if not await self._drained() or self.streams.get(slug) is not stream:
+                            return
+                    if stream.sent(seq):
+                        if self._write is not None:
+                            self._write(Frame(text.encode(), text))
+                        else:
+                            await self.send(protocol.MESSAGE, text)
+                        metrics.local.replayed += 1
+        except Exception:
+            logger.warning("catch-up of %s on %s failed", slug, self.label, exc_info=True)
+            # The next frame or head announcement for the topic tries again.
+        finally:
+            stream.busy = False
+
+    async def _drained(self) -> bool:
+        """Wait until at most ``REPLAY_LOW_WATER`` bytes wait for the client. A client whose
+        backlog does not shrink for ``SEND_STALL_TIMEOUT`` seconds does not read: it is
+        dropped (False). True when drained (and still open)."""
+        loop = asyncio.get_running_loop()
+        stall = realtime_settings.SEND_STALL_TIMEOUT
+        lowest, since = self.transport.pending(), loop.time()
+        while not self.closing:
+            pending = self.transport.pending()
+            if pending <= REPLAY_LOW_WATER:
+                return True
+            now = loop.time()
+            if pending < lowest:
+                lowest, since = pending, now
+            elif now - since > stall:
+                self._drop_slow_reader()
+                return False
+            await asyncio.sleep(DRAIN_POLL)
+        return False
+
+    def _drop_slow_reader(self) -> None:
+        """The client does not read: drop it before its buffer grows (it resumes with since)."""
+        if not self.closing:
+            metrics.SLOW_READERS.inc()
+            logger.warning(
+                "dropping slow reader %s: %d bytes unsent", self.label, self.transport.pending()
+            )
+            self.transport.drop()
+            self.dropped()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
