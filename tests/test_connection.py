@@ -1,7 +1,7 @@
 """``Connection`` (and the ``TopicStreams`` it owns) through an in-memory ``Transport`` and an
-in-memory hub: no server, no Redis subscription. The port is proved: everything a socket or an event stream does with topics
-(subscribe, replay, live frames, dedupe, gap fill, the slow-reader rule, paced replay,
-revocation, publishing) works against this fake door."""
+in-memory hub: no server, no Redis subscription. The port is proved: everything a socket or an
+event stream does with topics (subscribe, replay, live frames, dedupe, gap fill, the
+slow-reader rule, paced replay, revocation, publishing) works against this fake door."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
-from realtime import streams
-from realtime import protocol
+from realtime import protocol, streams
 from realtime.connection import Connection
 from realtime.models import Topic
 from realtime.outbox import publish
