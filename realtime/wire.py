@@ -191,9 +191,13 @@ class Socket:
         self.closed = True
         logger.info("closing %s code=%s: %s", label, code, reason)
         metrics.CLOSES.labels(str(code)).inc()
-        if abusive:
-            self.gate.stop()
         close(self.protocol, code, reason)
+        if abusive:
+            # Nothing more is read from this client, its answer to the close frame neither:
+            # end the TCP connection once the close frame is out (loseConnection flushes),
+            # rather than wait for autobahn's close-handshake timeout.
+            self.gate.stop()
+            self.protocol.dropConnection(abort=False)
         return True
 
     def drop(self) -> None:
