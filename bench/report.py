@@ -219,7 +219,7 @@ def before_after_section(found: dict | None) -> list[str]:
         "",
         f"Run {found['date']} (`python bench/run.py --phase before-after --baseline PATH`) on"
         f" {found['cpus']} CPUs; before = `{found.get('baseline', '?')}`. 1,000 clients, each"
-        " pair alternating, twice; after/before is the ratio of the means.",
+        " pair alternating, several times; after/before is the ratio of the means.",
         "",
         "| load generator | transport | msgs/s | server | delivered/s | p50 ms | p99 ms | lost |",
         "|---|---|---|---|---|---|---|---|",

@@ -364,21 +364,24 @@ def sse_phase(bench: Bench) -> list[dict]:
     return rows
 
 
+REPEATS = 4  # each before/after pair, alternating: single runs here vary by ±10 %
+
+
 def before_after_phase(bench: Bench) -> list[dict]:
     """The product as it was (``--baseline``, a checkout of the previous commit) and as it is,
     in one run, alternating: 1,000 clients at 20 and 100 msgs/s from both load generators,
-    and 1,000 Server-Sent Events clients at 20 msgs/s; each pair twice."""
+    and 1,000 Server-Sent Events clients at 20 msgs/s; each pair ``REPEATS`` times."""
     rows = []
     for kind in ("python", "node"):
         bench.loadgen_kind = kind
         for rate in (20, 100):
-            for repeat in (1, 2):
+            for repeat in range(1, REPEATS + 1):
                 for server in ("product-before", "product"):
                     r = bench.scenario(server, 1000, rate, 5)
                     rows.append({**r, "loadgen": kind, "transport": "websocket", "repeat": repeat})
     bench.loadgen_kind = "python"
     bench.sse = True
-    for repeat in (1, 2):
+    for repeat in range(1, REPEATS + 1):
         for server in ("product-before", "product"):
             r = bench.scenario(server, 1000, 20, 5)
             rows.append({**r, "loadgen": "python", "transport": "sse", "repeat": repeat})

@@ -25,7 +25,6 @@ from realtime.models import Source
 from realtime.outbox import publish
 from realtime.protocol import ProtocolError
 from realtime.streams import TopicStreams
-from realtime.wire import Frame
 
 logger = logging.getLogger("realtime.consumer")
 
@@ -35,9 +34,11 @@ HUB_READY_TIMEOUT = 5.0  # a subscribe waits this long for the process's Redis s
 class Transport(Protocol):
     """What a connection needs of the door it came through."""
 
-    # Writes a prebuilt frame now (True: written; False: not open), or None when the
-    # transport has no such path (the hub then awaits ``Connection.deliver``).
-    write: Callable[[Frame], bool] | None
+    # Writes a prebuilt frame now, or None when the transport has no such path (the hub then
+    # awaits ``TopicStreams.deliver``). ``write(frame, force=False)`` returns 1 (written, or
+    # queued behind waiting bytes with ``force``), 0 (not open) or ``wire.WAITING`` (bytes
+    # already wait for the client: nothing written unless ``force``).
+    write: Callable[..., int] | None
 
     async def send_frame(self, kind: str, text: str) -> None:
         """Send a server frame of type ``kind`` (its JSON ``text``), in order."""

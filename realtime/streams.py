@@ -19,7 +19,7 @@ from typing import Any
 from realtime import metrics, protocol, topics
 from realtime.conf import realtime_settings
 from realtime.delivery import FETCH, SEND, Stream
-from realtime.wire import Frame
+from realtime.wire import WAITING, Frame
 
 logger = logging.getLogger("realtime.consumer")
 
@@ -112,15 +112,17 @@ class TopicStreams:
             return 0
         verdict = stream.offer(seq)
         if verdict == SEND:
-            if self._waiting():  # only a socket with bytes waiting can be over the limit
-                if stream.state:
-                    # Behind on a state topic: hold the newest frame until the socket drains.
-                    self._hold_state(slug, stream, frame)
-                    return 0
-                if self.transport.pending() > self.max_send_buffer:
-                    self._drop_slow_reader()
-                    return 0
-            return 1 if write(frame) else 0
+            written = write(frame)
+            if written != WAITING:
+                return written
+            # Bytes already wait for this client (it reads slower than frames come).
+            if stream.state:  # a state topic: hold the newest frame until the socket drains
+                self._hold_state(slug, stream, frame)
+                return 0
+            if self.transport.pending() > self.max_send_buffer:
+                self._drop_slow_reader()
+                return 0
+            return write(frame, True)  # queued behind what waits
         if verdict == FETCH:
             self._spawn(self._catch_up(slug, stream))
         return 0
@@ -168,7 +170,7 @@ class TopicStreams:
             if not self._waiting():
                 frame, stream.pending = stream.pending, None
                 if frame is not None:
-                    self._write(frame)
+                    self._write(frame, True)
                 return
             if self.transport.pending() > self.max_send_buffer:
                 stream.pending = None
@@ -194,8 +196,8 @@ class TopicStreams:
                         if not await self._drained() or self.streams.get(slug) is not stream:
                             return
                     if stream.sent(seq):
-                        if self._write is not None:
-                            self._write(Frame(text.encode(), text))
+                        if self._write is not None:  # paced above: queued if need be
+                            self._write(Frame(text.encode(), text), True)
                         else:
                             await self.send(protocol.MESSAGE, text)
                         metrics.local.replayed += 1

@@ -271,41 +271,48 @@ def buffered(protocol: Any) -> int:
     return len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
 
-def write(protocol: Any, frame: Frame) -> bool:
+WAITING = 2  # write(): bytes already wait for this client; nothing written (see ``force``)
+
+
+def write(protocol: Any, frame: Frame, force: bool = False) -> int:
     """Write a complete frame to the connection with one ``send()`` when Twisted holds
-    nothing for it (``WRITE_PATH`` "socket"); False when it is not open."""
-    data = frame.wire
+    nothing for it (``WRITE_PATH`` "socket"). 1: written (or queued behind what waits, with
+    ``force``); 0: not open; ``WAITING``: bytes already wait for the client and ``force`` is
+    off, so nothing was written (the caller holds it, drops a slow reader, or forces it).
+    One call per delivery does the check and the write."""
     if protocol.state != STATE_OPEN:
-        return False
+        return 0
     transport = protocol.transport
     if transport is None or not transport.connected or transport.disconnecting:
-        return False
-    if (
-        not transport.dataBuffer
-        and not transport._tempDataLen
-        and not getattr(transport, "TLS", False)
-    ):
+        return 0
+    data = frame.wire
+    if transport.dataBuffer or transport._tempDataLen:
+        if not force:
+            return WAITING
+    elif not getattr(transport, "TLS", False):
         try:
             sent = transport.socket.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
-            return False  # broken: Twisted notices on its next read and closes it
+            return 0  # broken: Twisted notices on its next read and closes it
         if sent == len(data):
-            return True
+            return 1
         data = data[sent:]
     transport.write(data)
-    return True
+    return 1
 
 
-def send_prepared(protocol: Any, frame: Frame) -> bool:
+def send_prepared(protocol: Any, frame: Frame, force: bool = False) -> int:
     """Send the frame through autobahn's public ``sendPreparedMessage`` (``WRITE_PATH``
     "autobahn"): framed once per message too, but every write goes through Twisted's buffer
-    and a later ``send()``."""
+    and a later ``send()``. Returns as ``write`` does."""
     if protocol.state != STATE_OPEN:
-        return False
+        return 0
+    if not force and waiting(protocol):
+        return WAITING
     protocol.sendPreparedMessage(frame.prepared(protocol.factory))
-    return True
+    return 1
 
 
 WRITERS = {"socket": write, "autobahn": send_prepared}

@@ -18,7 +18,7 @@ from realtime.connection import Connection
 from realtime.models import Topic
 from realtime.outbox import publish
 from realtime.protocol import ProtocolError
-from realtime.wire import Frame
+from realtime.wire import WAITING, Frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,9 +35,11 @@ class MemoryTransport:
         self.dropped = self.shut = False
         self.write = self._write if fast else None
 
-    def _write(self, frame: Frame) -> bool:
+    def _write(self, frame: Frame, force: bool = False) -> int:
+        if self.backlog and not force:
+            return WAITING  # like a socket with bytes waiting: the caller decides
         self.sent.append((protocol.MESSAGE, json.loads(frame.payload)))
-        return True
+        return 1
 
     async def send_frame(self, kind: str, text: str) -> None:
         self.sent.append((kind, json.loads(text)))
