@@ -12,7 +12,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.helpers.processes import manage
-from tests.helpers.rawws import FrameReader, client_frame, handshake, wait_closed
+from tests.helpers.rawws import FrameReader, client_frame, frames, handshake, wait_closed
 from tests.helpers.sse import EventSourceClient
 
 pytestmark = pytest.mark.e2e
@@ -86,10 +86,10 @@ def test_a_frame_flood_is_closed_without_reading_the_rest(live_site):
             data += chunk
     except ConnectionResetError:
         pass
-    frames = list(_frames(data))
+    got = list(frames(data))
     assert close_code(data) == 1008
-    assert not [p for opcode, p in frames if opcode == 10], "the ping after the flood was read"
-    texts = [json.loads(p) for opcode, p in frames if opcode == 1]
+    assert not [p for opcode, p in got if opcode == 10], "the ping after the flood was read"
+    texts = [json.loads(p) for opcode, p in got if opcode == 1]
     # The budgets: FRAME_BURST pongs, then ABUSE_BUDGET + 1 refusals (defaults 100 and 20).
     assert [t["type"] for t in texts].count("pong") == 100
     assert {t.get("code") for t in texts if t["type"] == "error"} == {"rate_limited"}
@@ -100,25 +100,8 @@ def test_a_frame_flood_is_closed_without_reading_the_rest(live_site):
     bystander.close()
 
 
-def _frames(data: bytes):
-    while len(data) >= 2:
-        n, header = data[1] & 0x7F, 2
-        if n == 126:
-            header = 4
-        elif n == 127:
-            header = 10
-        if len(data) < header:
-            return
-        if n >= 126:
-            n = int.from_bytes(data[2:header], "big")
-        if len(data) < header + n:
-            return
-        yield data[0] & 0x0F, data[header : header + n]
-        data = data[header + n :]
-
-
 def close_code(data: bytes) -> int | None:
-    for opcode, payload in _frames(data):
+    for opcode, payload in frames(data):
         if opcode == 8:
             return int.from_bytes(payload[:2], "big")
     return None

@@ -13,16 +13,9 @@ from channels.db import database_sync_to_async
 from realtime import fanout, keys
 from realtime.models import Message, Topic
 from realtime.outbox import publish
+from tests.test_scheduler import Clock
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
 
 
 def test_a_message_frame_carries_topic_seq_time_data_and_html(topic_factory):

@@ -217,6 +217,15 @@ def test_read_gate_reads_no_faster_than_frames_are_taken():
         queue.get_nowait()
         gate.taken()
     assert protocol.transport.reading and not gate.kept
-    gate.stop()  # closing for abuse: nothing more is even parsed
-    protocol.dataReceived(b"x" * 10_000)
-    assert protocol.fed == 100_100 and not protocol.transport.reading
+    gate.stop()  # closing for abuse: frames are skipped by their headers, never parsed
+    from bench.loadgen import client_frame
+
+    fed = protocol.fed
+    pings = client_frame('{"type": "ping"}') * 500 + client_frame("x" * 70_000)
+    for start in range(0, len(pings), 1000):  # in reads that cut frames anywhere
+        protocol.dataReceived(pings[start : start + 1000])
+    assert protocol.fed == fed and protocol.transport.reading
+    close = bytes([0x88, 0x82, 0, 0, 0, 0]) + (1000).to_bytes(2, "big")
+    protocol.dataReceived(close[:3])
+    protocol.dataReceived(close[3:])
+    assert protocol.fed == fed + len(close)  # only the client's close reaches autobahn

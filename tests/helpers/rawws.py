@@ -9,7 +9,7 @@ import socket
 
 from bench.loadgen import client_frame
 
-__all__ = ["FrameReader", "client_frame", "handshake", "wait_closed"]
+__all__ = ["FrameReader", "client_frame", "frames", "handshake", "split_frame", "wait_closed"]
 
 
 def handshake(port: int, *, rcvbuf: int | None = None, timeout: float = 10) -> socket.socket:
@@ -74,19 +74,33 @@ class FrameReader:
             self.data += chunk
 
     def _take(self) -> tuple[int, bytes] | None:
-        data = self.data
-        if len(data) < 2:
+        found = split_frame(self.data)
+        if found is None:
             return None
-        n, header = data[1] & 0x7F, 2
-        if n == 126:
-            header = 4
-        elif n == 127:
-            header = 10
-        if len(data) < header:
-            return None
-        if n >= 126:
-            n = int.from_bytes(data[2:header], "big")
-        if len(data) < header + n:
-            return None
-        self.data = data[header + n :]
-        return data[0] & 0x0F, data[header : header + n]
+        opcode, payload, self.data = found
+        return opcode, payload
+
+
+def split_frame(data: bytes) -> tuple[int, bytes, bytes] | None:
+    """(opcode, payload, the rest) of the first complete server frame in ``data``, or None."""
+    if len(data) < 2:
+        return None
+    n, header = data[1] & 0x7F, 2
+    if n == 126:
+        header = 4
+    elif n == 127:
+        header = 10
+    if len(data) < header:
+        return None
+    if n >= 126:
+        n = int.from_bytes(data[2:header], "big")
+    if len(data) < header + n:
+        return None
+    return data[0] & 0x0F, data[header : header + n], data[header + n :]
+
+
+def frames(data: bytes):
+    """Every complete server frame in ``data``: (opcode, payload)."""
+    while (found := split_frame(data)) is not None:
+        opcode, payload, data = found
+        yield opcode, payload
