@@ -20,6 +20,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from realtime import access, idempotency, protocol, topics
+from realtime.admission import admission
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Source
 from realtime.outbox import publish
@@ -100,15 +101,27 @@ class Connection:
         self.streams = self.topics.streams  # by topic slug
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
+        self.admitted_host: str | None = None  # its place in admission's count, if any
 
     @classmethod
-    def for_scope(cls, transport: Transport, hub: Any, scope: dict[str, Any], **kw: Any):
-        """The connection of an ASGI request: its user, session cookie and client address."""
+    def for_scope(
+        cls, transport: Transport, hub: Any, scope: dict[str, Any], *, admitted: bool, **kw: Any
+    ) -> Connection:
+        """The connection of an ASGI request: its user, session cookie and client address;
+        ``admitted``: it holds a place in its address's admission count (given back by
+        ``release``)."""
         cookie = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
-        address = ":".join(str(part) for part in scope.get("client") or ("?",))
-        return cls(
-            transport, hub, user=scope.get("user"), session_key=cookie, address=address, **kw
+        client = scope.get("client") or ("?",)
+        found = cls(
+            transport,
+            hub,
+            user=scope.get("user"),
+            session_key=cookie,
+            address=":".join(str(part) for part in client),
+            **kw,
         )
+        found.admitted_host = str(client[0]) if admitted else None
+        return found
 
     @property
     def username(self) -> str | None:
@@ -234,5 +247,7 @@ class Connection:
         self.closing = True
         self.topics.close()
         self.hub.disconnected(self)
+        if self.admitted_host is not None:
+            admission().leave(self.admitted_host)
         for task in list(self.tasks):
             task.cancel()

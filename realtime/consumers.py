@@ -28,7 +28,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     connection: Connection | None = None
     socket: wire.Socket | None = None  # under daphne
     write: Any = None  # Transport.write (wire.Socket's, when frames may go straight out)
-    admitted = False  # counted by admission
     address = host = "?"
 
     @property
@@ -53,14 +52,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             metrics.REFUSED.labels(refusal.reason).inc()
             logger.info("refused %s: %s", self.address, refusal)
             return await self.close()
-        self.admitted, self.limits = True, ConnectionLimits(conf)
+        self.limits = ConnectionLimits(conf)
         daphne = wire.daphne_protocol(self.scope.get(wire.SCOPE_KEY))
         if daphne is not None:
             s = self.socket = wire.Socket(daphne, conf.WRITE_PATH if conf.DIRECT_WRITE else None)
             for name in ("write", "waiting", "pending", "drop"):  # the Transport's, daphne's way
                 setattr(self, name, getattr(s, name))
         hub = engine.hub()
-        c = self.connection = Connection.for_scope(self, hub, self.scope)
+        c = self.connection = Connection.for_scope(self, hub, self.scope, admitted=True)
         hub.connected(c)
         hub.start()
         await self.accept(subprotocol=protocol.PROTOCOL if self.scope.get("subprotocols") else None)
@@ -75,10 +74,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     def release(self) -> None:
         if self.connection is not None:
-            self.connection.release()
-        if self.admitted:
-            self.admitted = False
-            admission().leave(self.host)
+            self.connection.release()  # and its place in admission's count
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.socket is not None:

@@ -82,7 +82,6 @@ class EventStream:
         self.address, self.host = ":".join(str(p) for p in client), str(client[0])
         self.protocol = wire.daphne_protocol(scope.get(wire.SCOPE_KEY, send))
         self.connection: Connection | None = None
-        self.admitted = False
         self.done = asyncio.Event()
         self.ended = False
         self.ending = False  # an error event is on its way; nothing more is sent
@@ -100,17 +99,18 @@ class EventStream:
                 if access_found.topic is None:
                     raise BadRequest(404, protocol.NOT_FOUND, f"No topic {slug!r}.")
                 found[slug] = access_found.topic
-            if not admission().admit(self.host, realtime_settings.MAX_CONNECTIONS_PER_ADDRESS):
-                raise BadRequest(429, protocol.RATE_LIMITED, "Too many connections from here.")
-            self.admitted = True
             hub = engine.hub()
             if not await hub.wait_ready(5.0):
                 raise BadRequest(503, protocol.SERVER_ERROR, "Not connected to Redis; retry.")
+            if admission().refusal(self.host) is not None:  # the same rule as sockets'
+                raise BadRequest(429, protocol.RATE_LIMITED, "Too many connections from here.")
         except BadRequest as exc:
             await self.refuse(exc)
             return
         connection_id = "sse-" + uuid.uuid4().hex[:12]
-        self.connection = Connection.for_scope(self, hub, self.scope, connection_id=connection_id)
+        self.connection = Connection.for_scope(
+            self, hub, self.scope, admitted=True, connection_id=connection_id
+        )
         hub.connected(self.connection)
         await self.asgi_send(
             {
@@ -196,10 +196,7 @@ class EventStream:
 
     def release(self) -> None:
         if self.connection is not None:
-            self.connection.release()
-        if self.admitted:
-            self.admitted = False
-            admission().leave(self.host)
+            self.connection.release()  # and its place in admission's count
         self.done.set()
 
     # --- writing
