@@ -65,7 +65,27 @@ def concerns(event: dict[str, Any], user_id: Any, session_key: str | None, topic
     if session or everything:
         return session, list(topics)
     named = set(event.get("topics", ()))
-    return False, [slug for slug in topics if slug in named]
+    named_families = set(event.get("families", ()))
+    return False, [
+        slug
+        for slug in topics
+        if slug in named or (":" in slug and slug.partition(":")[0] in named_families)
+    ]
+
+
+def changed(name: str) -> None:
+    """``realtime.access_changed``: the read rules of topic ``name`` (``family:key`` or a slug)
+    or of every topic of family ``name`` may answer differently now. Announced to every
+    process after the current transaction commits; open subscriptions that lost access get
+    ``unsubscribed`` with a code."""
+    from realtime import protocol
+
+    if not protocol.is_valid_topic(name):
+        raise ValueError(f"{name!r} is neither a topic name nor a family name.")
+    if ":" in name:
+        _announce(topics=[name])
+    else:
+        _announce(topics=[name], families=[name])
 
 
 def _announce(**change: Any) -> None:

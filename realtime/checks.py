@@ -17,6 +17,7 @@ _POSITIVE_INTS = (
     "MAX_SEND_BUFFER",
     "FRAME_BURST",
     "API_BURST",
+    "WHISPER_BURST",
 )
 _NON_NEGATIVE_INTS = ("ABUSE_BUDGET", "DEFAULT_BACKLOG", "MAX_CONNECTIONS_PER_ADDRESS")
 _POSITIVE_NUMBERS = (
@@ -30,8 +31,9 @@ _POSITIVE_NUMBERS = (
     "HTTP_REQUEST_TIMEOUT",
     "API_RATE_PER_S",
     "SEND_STALL_TIMEOUT",
+    "WHISPER_RATE_PER_S",
 )
-_NON_NEGATIVE_NUMBERS = ("OUTBOX_GRACE", "FANOUT_COOLDOWN")
+_NON_NEGATIVE_NUMBERS = ("OUTBOX_GRACE", "FANOUT_COOLDOWN", "PRESENCE_GRACE")
 _BOOLEANS = (
     "REQUIRE_ORIGIN",
     "CONSUMER_CHANNEL_LAYER",
@@ -39,6 +41,17 @@ _BOOLEANS = (
     "GC_TUNING",
     "TRUST_ROOT_PATH_HEADER",
 )
+
+
+def _importable(value: Any) -> bool:
+    from django.utils.module_loading import import_string
+
+    if not isinstance(value, str) or "." not in value:
+        return False
+    try:
+        return callable(import_string(value))
+    except ImportError:
+        return False
 
 
 def _is_int(value: Any) -> bool:
@@ -88,6 +101,8 @@ def check_realtime_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]
             problem = "true or false"
         elif key == "WRITE_PATH" and val not in ("socket", "autobahn"):
             problem = "'socket' or 'autobahn'"
+        elif key == "PRESENCE_INFO" and not (val == "" or _importable(val)):
+            problem = "'' or the dotted path of a function(user) -> dict that can be imported"
         elif key == "CHANNEL_LAYER" and val not in getattr(settings, "CHANNEL_LAYERS", {}):
             problem = "an alias defined in CHANNEL_LAYERS"
         if problem:

@@ -14,6 +14,15 @@ DEFAULTS: dict[str, Any] = {
     # Visitor publish: token bucket per connection.
     "PUBLISH_RATE_PER_S": 10.0,
     "PUBLISH_BURST": 20,
+    # Whispers (client events that are not stored, e.g. "typing"): their own token bucket per
+    # connection; beyond it rate_limited, which spends the abuse budget.
+    "WHISPER_RATE_PER_S": 5.0,
+    "WHISPER_BURST": 10,
+    # Presence: seconds a member stays after the last of their connections on a topic left
+    # (a page reload shows no leave), and a dotted path to a function(user) -> dict of JSON
+    # values shown with each member as "info" (e.g. an avatar URL); "" for none.
+    "PRESENCE_GRACE": 10.0,
+    "PRESENCE_INFO": "",
     # Frames of any type (pings too) a connection may send: token bucket per connection.
     # Beyond it frames are refused with rate_limited, which spends the abuse budget.
     "FRAME_RATE_PER_S": 50.0,

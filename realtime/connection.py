@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from realtime import access, idempotency, protocol, topics
+from realtime import access, families, idempotency, keys, members, payload, protocol, topics
 from realtime.admission import admission
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Source
@@ -99,6 +99,11 @@ class Connection:
             transport, hub, f"{self.connection_id} addr={address}", self.release
         )
         self.streams = self.topics.streams  # by topic slug
+        self.topics.owner = self.connection_id
+        self.user_topic = families.user_topic(user)
+        self.rules: dict[tuple[str, str], bool] = {}  # rule answers, until access changes
+        self.member: dict[str, Any] | None = None  # in presence (None: anonymous, or unknown)
+        self.member_known = False
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
         self.admitted_host: str | None = None  # its place in admission's count, if any
@@ -129,17 +134,20 @@ class Connection:
 
     # --- what the client asks -----------------------------------------------------------------
 
-    async def subscribe(self, slug: str, since: int | None = None, id: Any = None) -> None:
-        """Start (or confirm) a subscription; raises ``ProtocolError`` for the client."""
+    async def subscribe(
+        self, slug: str, since: int | None = None, id: Any = None, presence: bool = False
+    ) -> None:
+        """Start (or confirm) a subscription; raises ``ProtocolError`` for the client.
+        ``presence``: also send who is here, then every change."""
         stream = self.streams.get(slug)
         resubscribe = stream is not None
         if stream is None:
             # Listen first, then read: anything stored after the read arrives from the hub
             # (until then the new stream is busy, and live frames only raise its target).
             stream = self.topics.listen(slug)
-            await self.hub.wait_ready(HUB_READY_TIMEOUT)
+            await self.hub.wait_topic(slug, HUB_READY_TIMEOUT)
         try:
-            found = await topics.access(slug, self.user)
+            found = await topics.access(slug, self.user, cache=self.rules)
         except Exception:
             if not resubscribe:
                 self.topics.leave(slug)
@@ -152,9 +160,57 @@ class Connection:
             latest = await topics.latest_seq(found.topic.pk)
             await self.send(protocol.SUBSCRIBED, protocol.subscribed(slug, latest, True, id=id))
             self.topics.advance(slug, latest)
+        else:
+            latest, recovered = await self.topics.place(slug, stream, found.topic, since)
+            await self.topics.announce(slug, stream, latest, recovered, id)
+        await self._presence(slug, found.topic, presence, resubscribe, id)
+
+    async def _presence(
+        self, slug: str, topic: Any, listen: bool, resubscribe: bool, id: Any
+    ) -> None:
+        """Join the topic's presence when its rules say so; with ``listen`` send who is here
+        (``forbidden`` for the flag when presence is not allowed: the subscription stays)."""
+        declared = topic.declared_family
+        enabled = declared.presence if declared is not None else topic.presence
+        allowed = enabled and await topics.rule(topic, "presence", self.user, self.rules)
+        if slug not in self.streams or self.closing:
             return
-        latest, recovered = await self.topics.place(slug, stream, found.topic, since)
-        await self.topics.announce(slug, stream, latest, recovered, id)
+        if allowed and not resubscribe:
+            if not self.member_known:
+                self.member = await database_sync_to_async(members.member_of)(self.user)
+                self.member_known = True
+            if slug not in self.streams or self.closing:
+                return
+            self.hub.roster.track(slug, self.topics, self.member)
+        if listen and not allowed:
+            await self.send(
+                protocol.ERROR,
+                protocol.error(
+                    protocol.FORBIDDEN,
+                    f"Presence is not available on {slug!r}; you are subscribed without it.",
+                    id=id,
+                    topic=slug,
+                ),
+            )
+        elif listen:
+            await self.hub.roster.listen(slug, self.topics)
+
+    async def whisper(self, slug: str, data: Any, id: Any = None) -> None:
+        """Send ``data`` to the topic's other current subscribers, on every process: not
+        stored, at most once, no answer unless refused."""
+        found = await topics.access(slug, self.user, cache=self.rules)
+        if found.topic is None:
+            raise not_found(slug, id)
+        if not await topics.rule(found.topic, "whisper", self.user, self.rules):
+            raise ProtocolError(
+                protocol.FORBIDDEN, f"You may not whisper on {slug!r}.", id=id, topic=slug
+            )
+        problem = payload.problem(data)
+        if problem is not None:
+            raise ProtocolError(protocol.BAD_REQUEST, problem, id=id, topic=slug)
+        name = self.member["name"] if self.member else (self.username or "")
+        text = protocol.whisper(slug, {"user": self.user_id, "name": name}, data)
+        await self.hub.roster.signal(slug, keys.whisper_event(self.connection_id, text))
 
     async def unsubscribe(self, slug: str, id: Any = None) -> None:
         self.topics.leave(slug)
@@ -162,10 +218,10 @@ class Connection:
 
     async def publish(self, slug: str, data: Any, key: str | None, id: Any = None) -> None:
         """A visitor's publish: stored (or found, for a key used before), then ``published``."""
-        found = await topics.access(slug, self.user)
+        found = await topics.access(slug, self.user, cache=self.rules)
         if found.topic is None:
             raise not_found(slug, id)
-        if not await topics.may_publish(found.topic, self.user):
+        if not await topics.rule(found.topic, "publish", self.user, self.rules):
             raise ProtocolError(
                 protocol.FORBIDDEN, f"You may not publish to {slug!r}.", id=id, topic=slug
             )
@@ -177,15 +233,20 @@ class Connection:
             raise ProtocolError(protocol.BAD_REQUEST, str(exc), id=id, topic=slug) from None
         await self.send(protocol.PUBLISHED, protocol.published(slug, seq, id=id))
 
-    async def open_all(self, found: dict[str, Any], cursor: dict[str, int]) -> None:
+    async def open_all(
+        self, found: dict[str, Any], cursor: dict[str, int], presence: bool = False
+    ) -> None:
         """Subscribe to several topics at once (an event stream): every topic is placed before
         anything is sent, so every event's cursor holds every topic."""
+        streams = {slug: self.topics.listen(slug) for slug in found}
+        await asyncio.gather(*(self.hub.wait_topic(s, HUB_READY_TIMEOUT) for s in streams))
         placed = {}
         for slug, topic in found.items():
-            stream = self.topics.listen(slug)
-            placed[slug] = await self.topics.place(slug, stream, topic, cursor.get(slug))
+            placed[slug] = await self.topics.place(slug, streams[slug], topic, cursor.get(slug))
         for slug, (latest, recovered) in placed.items():
             await self.topics.announce(slug, self.streams[slug], latest, recovered)
+        for slug, topic in found.items():
+            await self._presence(slug, topic, presence, False, protocol.NO_ID)
 
     # --- from the hub (engine.Client) -----------------------------------------------------------
 
@@ -215,10 +276,13 @@ class Connection:
                     self.release()
                     return
                 self.user = user
+                self.rules.clear()
             for slug in slugs:
+                for action in ("read", "publish", "whisper", "presence"):
+                    self.rules.pop((slug, action), None)  # the rules are asked again
                 if slug not in self.streams or self.closing:
                     continue
-                found = await topics.access(slug, self.user)
+                found = await topics.access(slug, self.user, cache=self.rules)
                 if found.topic is None and slug in self.streams:
                     self.topics.leave(slug)
                     text = protocol.unsubscribed(slug, code=found.refusal)

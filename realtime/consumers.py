@@ -63,7 +63,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         hub.connected(c)
         hub.start()
         await self.accept(subprotocol=protocol.PROTOCOL if self.scope.get("subprotocols") else None)
-        await self.send(protocol.welcome(c.connection_id, c.username, self.limits.advertised()))
+        limits = self.limits.advertised()
+        await self.send(protocol.welcome(c.connection_id, c.username, limits, c.user_topic))
         logger.info("connect %s user=%s addr=%s", c.connection_id, c.username, self.address)
 
     async def disconnect(self, code: int) -> None:
@@ -98,7 +99,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def on_subscribe(self, frame: ClientFrame) -> None:
         if frame.topic not in self.connection.streams:
             self.limits.check_subscriptions(len(self.connection.streams), frame)
-        await self.connection.subscribe(str(frame.topic), frame.since, frame.id)
+        await self.connection.subscribe(str(frame.topic), frame.since, frame.id, frame.presence)
 
     async def on_unsubscribe(self, frame: ClientFrame) -> None:
         await self.connection.unsubscribe(str(frame.topic), frame.id)
@@ -106,6 +107,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def on_publish(self, frame: ClientFrame) -> None:
         self.limits.check_publish(frame)
         await self.connection.publish(str(frame.topic), frame.data, frame.key, frame.id)
+
+    async def on_whisper(self, frame: ClientFrame) -> None:
+        self.limits.check_whisper(frame)
+        await self.connection.whisper(str(frame.topic), frame.data, frame.id)
 
     async def refuse(self, exc: ProtocolError, abuse: bool = True) -> None:
         metrics.ERROR_FRAMES.labels(exc.code).inc()

@@ -28,7 +28,7 @@ FETCH = 3  # frames were lost: start a fetch from the database
 class Stream:
     """One subscription's delivery position."""
 
-    topic_id: int = 0
+    topic_id: int | None = 0  # None: a family topic without a row yet
     last: int = 0
     target: int = 0
     busy: bool = True

@@ -3,17 +3,22 @@
 The Channels tutorial design (each consumer joins a group; ``group_send``; the layer queues an
 event per consumer; each consumer's task dispatches it) costs a Redis round trip, a queue and a
 task wake-up *per connection and message*. Here each process (event loop) holds one ``Hub``:
-one Redis connection PSUBSCRIBEd to every topic, and a map topic → local subscribers. A message
-is one PUBLISH; each process receives it once and hands the pre-serialised frame to its local
-subscribers with a direct call. Redis remains the cross-process fan-out, so any number of daphne
-processes share topics. Every Redis *write* lives in ``realtime.fanout``; this module only reads
-(presence, stats and gauges are written beside it by ``realtime.presence``).
+one Redis pub/sub connection SUBSCRIBEd to the channels of the topics its own connections
+hold, and a map topic → local subscribers. A message is one PUBLISH; each process that holds
+the topic receives it once and hands the pre-serialised frame to its local subscribers with a
+direct call; a process that does not hold it never reads it (thousands of topics per object
+with a few subscribers each cost each process only its share). Subscribes and unsubscribes are
+batched into one command; a topic is kept ``LINGER`` seconds after its last local subscriber
+leaves, so a page reload does not churn Redis. Every Redis *write* of messages lives in
+``realtime.fanout``; presence and whispers (``realtime.members``) ride the same per-topic
+channels.
 
 Redis pub/sub keeps nothing: while the hub is disconnected it misses messages. On every
-(re)subscribe it therefore *resyncs*: reads each local topic's latest seq from the database and
-tells every local subscriber, which fills what it missed from the database. Heads announced by
-the scheduler (``HEADS`` channel) repair a lost *last* message the same way; access changes
-missed while away are repaired by re-checking every signed-in connection.
+(re)subscribe it therefore *resyncs*: re-subscribes every held topic, reads each one's latest
+seq from the database and tells every local subscriber, which fills what it missed from the
+database. Heads announced by the scheduler (``HEADS`` channel) repair a lost *last* message the
+same way; access changes missed while away are repaired by re-checking every signed-in
+connection.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from realtime.wire import Frame
 logger = logging.getLogger("realtime.engine")
 
 RECONNECT_MIN, RECONNECT_MAX = 0.1, 5.0
+LINGER = 5.0  # seconds a topic stays subscribed in Redis after its last local subscriber
+MAX_LINGERING = 10_000  # beyond this many lingering topics, unsubscribe at once
 
 
 class Subscriber(Protocol):
@@ -52,6 +59,9 @@ class Subscriber(Protocol):
         """Send the frame if it is the connection's next one; True when written."""
 
     def advance(self, slug: str, seq: int) -> None: ...
+
+    def whisper(self, slug: str, frame: Frame, sender: str) -> None:
+        """A whisper of ``slug`` from connection ``sender`` (not sent back to it)."""
 
 
 class Client(Protocol):
@@ -97,6 +107,19 @@ class Hub:
         self._topic_prefix = keys.topic_channel(prefix, "")
         self._heads = keys.heads_channel(prefix).encode()
         self._access = keys.access_channel(prefix).encode()
+        # Per-topic Redis subscriptions: confirmed by Redis, asked for (not yet confirmed),
+        # to ask for / to drop (the batch the subscription task sends next), kept a little
+        # after their last subscriber left (slug → when to drop them).
+        self.confirmed: set[str] = set()
+        self.requested: set[str] = set()
+        self.to_subscribe: set[str] = set()
+        self.lingering: dict[str, float] = {}
+        self.waiters: dict[str, list[asyncio.Future]] = {}
+        self.changes = asyncio.Event()
+        self.channel_messages = 0  # topic messages read from Redis (each hub reads its share)
+        from realtime.members import Roster  # presence: who is here, per topic
+
+        self.roster = Roster(self)
         self.presence_dirty = True  # the counts changed since presence last wrote them
         # The watchdog of the pub/sub connection (seconds): poll, ping when quiet, give up.
         self.poll_every, self.ping_after, self.silent_limit = 5.0, 15.0, 30.0
@@ -104,7 +127,14 @@ class Hub:
     # -- local subscribers
 
     def add(self, slug: str, subscriber: Subscriber) -> None:
-        self.topics.setdefault(slug, set()).add(subscriber)
+        subscribers = self.topics.get(slug)
+        if subscribers is None:
+            subscribers = self.topics[slug] = set()
+            self.lingering.pop(slug, None)
+            if slug not in self.requested:
+                self.to_subscribe.add(slug)
+                self.changes.set()
+        subscribers.add(subscriber)
         self.presence_dirty = True
         self.start()
 
@@ -114,7 +144,44 @@ class Hub:
             subscribers.discard(subscriber)
             if not subscribers:
                 del self.topics[slug]
+                self.to_subscribe.discard(slug)
+                if slug in self.requested:
+                    crowded = len(self.lingering) >= MAX_LINGERING
+                    self.lingering[slug] = 0.0 if crowded else time.monotonic() + LINGER
+                    if crowded:
+                        self.changes.set()
             self.presence_dirty = True
+        self.roster.drop(slug, subscriber)
+
+    async def wait_topic(self, slug: str, timeout: float) -> bool:
+        """Wait until Redis confirmed the subscription to ``slug``'s channel (True): from
+        then on every message of the topic reaches this hub. False after ``timeout``."""
+        self.start()
+        if slug in self.confirmed and self.ready.is_set():
+            return True
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(slug, []).append(future)
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiting = self.waiters.get(slug)
+            if waiting is not None and future in waiting:
+                waiting.remove(future)
+                if not waiting:
+                    del self.waiters[slug]
+
+    def _confirmed(self, slug: str) -> None:
+        if slug in self.confirmed and slug in self.topics and self.read_heads is not None:
+            # Confirmed again without a new batch: redis-py reconnected by itself; what was
+            # published meanwhile is read from the database.
+            asyncio.get_running_loop().create_task(self.resync([slug]))
+        self.confirmed.add(slug)
+        for future in self.waiters.pop(slug, ()):
+            if not future.done():
+                future.set_result(True)
 
     def connected(self, client: Client) -> None:
         """A local connection opened (told of access changes and of the shutdown)."""
@@ -128,7 +195,9 @@ class Hub:
 
     def head(self, slug: str) -> int | None:
         """The topic's latest seq, when this hub knows it for sure."""
-        return self.heads.get(slug) if self.ready.is_set() else None
+        if self.ready.is_set() and slug in self.confirmed:
+            return self.heads.get(slug)
+        return None
 
     def epoch(self) -> int | None:
         """Identifies the current Redis subscription (None while there is none)."""
@@ -137,7 +206,7 @@ class Hub:
     def seed(self, slug: str, seq: int, epoch: int | None) -> None:
         """Record ``seq`` as read from the database while subscription ``epoch`` was active:
         every later message of the topic reaches this hub, so it can keep the head current."""
-        if epoch is not None and epoch == self.epoch():
+        if epoch is not None and epoch == self.epoch() and slug in self.confirmed:
             if seq > self.heads.get(slug, -1):
                 self.heads[slug] = seq
 
@@ -165,6 +234,8 @@ class Hub:
             "connections": len(self.connections),
             "subscriptions": sum(len(s) for s in self.topics.values()),
             "frames": self.delivered,
+            "channels": len(self.confirmed),
+            "read": self.channel_messages,
             "state": "subscribed" if self.ready.is_set() else "resyncing",
         }
 
@@ -205,13 +276,23 @@ class Hub:
         self.ready.clear()
         metrics.hub_gone(self.id)
 
+    def _channel(self, slug: str) -> bytes:
+        return (self._topic_prefix + slug).encode()
+
     async def _run(self) -> None:
         delay = RECONNECT_MIN
         while True:
             client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2)
             pubsub = client.pubsub()
+            manager: asyncio.Task | None = None
             try:
-                await pubsub.psubscribe(self._topic_prefix + "*", self._heads, self._access)
+                # Every held topic, then heads, then access: Redis confirms in order, so the
+                # access confirmation means every channel of this batch is active.
+                held = set(self.topics) | set(self.lingering)
+                self.to_subscribe.clear()
+                self.requested = set(held)
+                await pubsub.subscribe(*(self._channel(s) for s in held), self._heads, self._access)
+                manager = asyncio.get_running_loop().create_task(self._manage(pubsub))
                 loop = asyncio.get_running_loop()
                 heard, pinged = loop.time(), False
                 while True:
@@ -227,21 +308,30 @@ class Hub:
                         if silent > self.ping_after and not pinged:
                             await pubsub.ping()
                             pinged = True
+                        if manager.done():
+                            manager.result()  # raises what ended it
                         continue
                     heard, pinged = loop.time(), False
                     kind = message["type"]
-                    if kind == "pmessage":
-                        channel = message["channel"]
+                    channel = message["channel"]
+                    if kind == "message":
                         if channel == self._heads:
                             self._heads_message(message["data"])
                         elif channel == self._access:
                             self._access_message(message["data"])
                         else:
                             await self._dispatch(channel, message["data"])
-                    elif kind == "psubscribe" and message["data"] == 3:
-                        # Every pattern active (also after redis-py reconnected by itself).
-                        delay = RECONNECT_MIN
-                        await self.subscribed()
+                    elif kind == "subscribe":
+                        if channel == self._access:
+                            # The batch is active (also after redis-py reconnected by itself).
+                            delay = RECONNECT_MIN
+                            await self.subscribed()
+                        elif channel != self._heads:
+                            self._confirmed(channel[len(self._topic_prefix) :].decode())
+                    elif kind == "unsubscribe" and channel.startswith(self._topic_prefix.encode()):
+                        slug = channel[len(self._topic_prefix) :].decode()
+                        if slug not in self.requested:  # not asked for again meanwhile
+                            self.confirmed.discard(slug)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -254,8 +344,35 @@ class Hub:
                 await asyncio.sleep(delay)
                 delay = min(RECONNECT_MAX, delay * 2)
             finally:
+                if manager is not None:
+                    manager.cancel()
                 self.ready.clear()
+                self.confirmed.clear()
+                self.requested.clear()
                 await _close_quietly(pubsub, client)
+
+    async def _manage(self, pubsub: Any) -> None:
+        """Send the batched SUBSCRIBEs and UNSUBSCRIBEs of this connection to Redis: new
+        topics at once (a subscribe waits for them), lingering ones once their time is up."""
+        while True:
+            try:
+                await asyncio.wait_for(self.changes.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
+            self.changes.clear()
+            batch = [slug for slug in self.to_subscribe if slug not in self.requested]
+            self.to_subscribe.clear()
+            if batch:
+                self.requested.update(batch)
+                await pubsub.subscribe(*(self._channel(slug) for slug in batch))
+            now = time.monotonic()
+            expired = [slug for slug, until in self.lingering.items() if until <= now]
+            if expired:
+                for slug in expired:
+                    del self.lingering[slug]
+                    self.requested.discard(slug)
+                    self.heads.pop(slug, None)  # no longer kept current
+                await pubsub.unsubscribe(*(self._channel(slug) for slug in expired))
 
     async def subscribed(self) -> None:
         """The Redis subscription is (again) active: resync what may have been missed."""
@@ -275,9 +392,10 @@ class Hub:
         self.presence_dirty = True
         await self.resync()
 
-    async def resync(self) -> None:
-        """Tell every local subscriber its topic's latest seq, read from the database."""
-        slugs = list(self.topics)
+    async def resync(self, slugs: list[str] | None = None) -> None:
+        """Tell every local subscriber (of ``slugs``) its topic's latest seq, read from the
+        database."""
+        slugs = list(self.topics) if slugs is None else slugs
         if not slugs or self.read_heads is None:
             return
         epoch = self.epoch()
@@ -292,6 +410,10 @@ class Hub:
 
     async def _dispatch(self, channel: bytes, data: bytes) -> None:
         slug = channel[len(self._topic_prefix) :].decode()
+        self.channel_messages += 1
+        if data[:1] in keys.SIGNALS:  # presence changed, a whisper: not a message
+            self._signal(slug, data)
+            return
         seq, committed, body = keys.decode_event(data)
         if seq > self.heads.get(slug, seq):  # kept current for every seeded topic
             self.heads[slug] = seq
@@ -320,6 +442,23 @@ class Hub:
         local.frames += sent
         local.latency_sum += latency_sum
         self.delivered += sent
+
+    def _signal(self, slug: str, data: bytes) -> None:
+        kind, body = data[:1], data[2:]
+        if kind == keys.PRESENCE_SIGNAL:
+            self.roster.changed(slug)
+            return
+        try:
+            sender, text = body.decode().split(" ", 1)
+        except ValueError:
+            logger.warning("hub %s ignored a malformed whisper on %s", self.id, slug)
+            return
+        frame = Frame(text.encode(), text)
+        for subscriber in list(self.topics.get(slug, ())):
+            try:
+                subscriber.whisper(slug, frame, sender)
+            except Exception:
+                logger.exception("delivering a whisper of %s failed on one connection", slug)
 
     def _heads_message(self, data: bytes) -> None:
         try:
@@ -373,10 +512,10 @@ def hub() -> Hub:
     per_loop = _hubs.setdefault(loop, {})
     found = per_loop.get(config)
     if found is None:
-        from realtime import presence, topics
+        from realtime import members, presence, topics
 
         found = per_loop[config] = Hub(
-            *config, read_heads=topics.heads, companions=(presence.report,)
+            *config, read_heads=topics.heads, companions=(presence.report, members.run)
         )
     return found
 

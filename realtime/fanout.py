@@ -227,13 +227,16 @@ def announce_access_change(
     users: Iterable[int] = (),
     sessions: Iterable[str] = (),
     topics: Iterable[str] = (),
+    families: Iterable[str] = (),
     everything: bool = False,
 ) -> None:
-    """Tell every hub that these users', sessions' or topics' access may have ended."""
+    """Tell every hub that these users', sessions', topics' or families' access may have
+    ended."""
     event: dict[str, Any] = {
         "users": sorted(set(users)),
         "sessions": sorted(set(sessions)),
         "topics": sorted(set(topics)),
+        "families": sorted(set(families)),
         "all": everything,
     }
     _, prefix = keys.redis_config()

@@ -27,6 +27,33 @@ def topic_channel(prefix: str, slug: str) -> str:
     return f"{prefix}:rt:topic:{slug}"
 
 
+# A topic channel also carries presence changes and whispers: payloads that start with one of
+# these bytes and a space (a message's payload starts with its seq, a digit).
+PRESENCE_SIGNAL, WHISPER_SIGNAL = b"p", b"w"
+SIGNALS = (PRESENCE_SIGNAL, WHISPER_SIGNAL)
+
+
+def presence_signal() -> bytes:
+    """A topic's presence changed: hubs with listeners read its roster again."""
+    return PRESENCE_SIGNAL + b" "
+
+
+def whisper_event(sender: str, frame: str) -> bytes:
+    """A whisper's payload: ``b"w <sender connection id> <frame>"``."""
+    return WHISPER_SIGNAL + f" {sender} {frame}".encode()
+
+
+def roster_key(prefix: str, slug: str) -> str:
+    """Hash of who is on a topic: one field per hub (JSON ``{"m": members, "c": connections}``),
+    read together with ``hubs_alive_key`` (a dead hub's field is ignored)."""
+    return f"{prefix}:rt:roster:{{{slug}}}"
+
+
+def hubs_alive_key(prefix: str) -> str:
+    """Sorted set of hubs by their last heartbeat (epoch seconds)."""
+    return f"{prefix}:rt:hubs-alive"
+
+
 def heads_channel(prefix: str) -> str:
     """Pub/sub channel of heads announcements (JSON ``{slug: latest seq}``)."""
     return f"{prefix}:rt:heads"

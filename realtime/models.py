@@ -11,6 +11,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
+from realtime import families
 from realtime.conf import realtime_settings
 from realtime.protocol import SLUG_PATTERN
 
@@ -45,7 +46,7 @@ class TopicQuerySet(models.QuerySet["Topic"]):
         """Enabled topics ``user`` may read: public ones, and private ones it is let into
         (staff always; other signed-in users when the topic names no groups or one of
         theirs). The one statement of the read rule; ``Topic.can_read`` asks it."""
-        qs = self.enabled()
+        qs = self.enabled().filter(family="")  # a family's topics: its rules (Topic.can_read)
         if user is None or not user.is_authenticated:
             return qs.filter(private=False)
         if user.is_staff or user.is_superuser:
@@ -65,7 +66,16 @@ class TopicKind(models.TextChoices):
 class Topic(models.Model):
     """A named stream of messages that visitors subscribe to."""
 
-    slug = models.CharField(max_length=80, unique=True, validators=[validate_topic_slug])
+    # A slug, or ``family:key`` for a family's topic (made by the first publish, never typed).
+    slug = models.CharField(max_length=200, unique=True, validators=[validate_topic_slug])
+    family = models.CharField(
+        max_length=80,
+        blank=True,
+        default="",
+        editable=False,
+        db_index=True,
+        help_text="The family of a family:key topic (declared in code); empty for a slug topic.",
+    )
     title = models.CharField(max_length=200, blank=True)
     description = models.TextField(blank=True)
     private = models.BooleanField(
@@ -100,6 +110,14 @@ class Topic(models.Model):
         "message matters (a clock, figures, a score): a subscriber gets the latest, never a "
         "replay, and one that falls behind skips to the newest.",
     )
+    presence = models.BooleanField(
+        default=False,
+        help_text="Subscribers who ask may see who else is here (signed-in users by name).",
+    )
+    whispers = models.BooleanField(
+        default=False,
+        help_text="Readers may send each other whispers (typing indicators): not stored.",
+    )
     enabled = models.BooleanField(default=True)
     last_seq = models.PositiveBigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -122,6 +140,41 @@ class Topic(models.Model):
     def is_state(self) -> bool:
         return self.kind == TopicKind.STATE
 
+    @classmethod
+    def unsaved(cls, slug: str) -> Topic | None:
+        """The row a declared family's topic would have before its first publish (not
+        stored: seq 0); None for slugs and unknown families."""
+        found = families.of(slug)
+        if found is None:
+            return None
+        family, _ = found
+        topic = cls(slug=slug, family=family.name, kind=family.kind, title=family.title)
+        if family.backlog is not None:
+            topic.backlog = family.backlog
+        if family.retention is not None:
+            topic.retention = family.retention
+        topic.presence, topic.whispers = family.presence, family.whispers
+        return topic
+
+    @property
+    def key(self) -> str:
+        """The key of a family topic (``orders:42`` → ``42``); "" for a slug topic."""
+        return self.slug.partition(":")[2] if self.family else ""
+
+    @property
+    def declared_family(self) -> families.Family | None:
+        """The family that owns this topic's rules (None for slug topics, or when the code that
+        declared it is gone: then nobody may read it)."""
+        return families.get(self.family) if self.family else None
+
+    def allows(self, action: str, user: Any) -> bool:
+        """``whisper`` or ``presence`` for ``user`` (who may read the topic)."""
+        found = self.declared_family
+        if self.family:
+            return found is not None and self.enabled and found.may(action, user, self.key)
+        flag = self.whispers if action == "whisper" else self.presence
+        return flag and self.can_read(user)
+
     def clean(self) -> None:
         if self.backlog is not None and self.retention is not None:
             if self.backlog > self.retention:
@@ -135,6 +188,9 @@ class Topic(models.Model):
     def can_read(self, user: Any) -> bool:
         """Whether ``user`` may read this (enabled) topic: no query for public topics, one for
         private ones (``TopicQuerySet.readable_by`` states the rule)."""
+        if self.family:
+            found = self.declared_family
+            return found is not None and self.enabled and found.may("read", user, self.key)
         if not self.private:
             return self.enabled
         if user is None or not user.is_authenticated:
@@ -151,7 +207,13 @@ class Topic(models.Model):
             return False
         if token is not None:
             scoped = list(token.topics.values_list("pk", flat=True))
-            return token.active and (not scoped or self.pk in scoped)
+            named = token.family_names
+            if not scoped and not named:
+                return token.active
+            return token.active and (self.pk in scoped or self.family in named)
+        if self.family:
+            found = self.declared_family
+            return found is not None and found.may("publish", user, self.key)
         return self.visitor_publish and self.can_read(user)
 
 
@@ -249,7 +311,13 @@ class ApiToken(models.Model):
         Topic,
         blank=True,
         related_name="api_tokens",
-        help_text="Topics it may publish to. None: every topic.",
+        help_text="Topics it may publish to. None here and no families: every topic.",
+    )
+    families = models.CharField(
+        max_length=400,
+        blank=True,
+        default="",
+        help_text="Families (space-separated) to whose topics it may publish, e.g. 'orders'.",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -265,3 +333,7 @@ class ApiToken(models.Model):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def family_names(self) -> set[str]:
+        return set(self.families.split())

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, JSONField, Value
 from django.utils import timezone
 
-from realtime import fanout, idempotency, metrics, payload, rendering
+from realtime import fanout, idempotency, metrics, payload, protocol, rendering
 from realtime.conf import realtime_settings
 from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Message, Source, Topic
@@ -29,12 +29,34 @@ JSON_NULL = Value(None, output_field=JSONField())
 
 
 def _resolve(topic: Topic | str) -> Topic:
+    """The stored row of ``topic``; a family's topic gets its row with its first publish."""
     if isinstance(topic, Topic):
-        return topic
+        if topic.pk is not None:
+            return topic
+        topic = topic.slug  # a family topic read before its first publish (topics.unsaved)
     try:
         return Topic.objects.get(slug=topic)
     except Topic.DoesNotExist:
-        raise TopicNotFound(f"No topic {topic!r}.") from None
+        created = create_family_topic(topic)
+        if created is None:
+            raise TopicNotFound(f"No topic {topic!r}.") from None
+        return created
+
+
+def create_family_topic(name: str) -> Topic | None:
+    """Make the row of a declared family's topic (None when ``name`` is none). Race-safe: two
+    processes publishing first at once make one row (``get_or_create`` takes the other's)."""
+    if not isinstance(name, str) or not protocol.is_valid_topic(name):
+        return None
+    found = Topic.unsaved(name)
+    if found is None:
+        return None
+    defaults = {
+        field: getattr(found, field)
+        for field in ("family", "kind", "title", "backlog", "retention", "presence", "whispers")
+    }
+    topic, _ = Topic.objects.get_or_create(slug=name, defaults=defaults)
+    return topic
 
 
 def publish(

@@ -18,13 +18,21 @@ PROTOCOL = "realtime.v1"
 # channels accepts for a group name (ASCII letters, digits, '-', '_', '.' and < 100 chars).
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,79}\Z"
 _SLUG_RE = re.compile(SLUG_PATTERN)
+# Topics of a family (third edition): ``family:key``, the family a slug, the key 1-100 of
+# A-Z a-z 0-9 _ . - (also within what Redis channel names and logs take safely).
+MAX_FAMILY_KEY = 100
+TOPIC_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,79}(:[A-Za-z0-9_.-]{1,100})?\Z"
+_TOPIC_RE = re.compile(TOPIC_PATTERN)
 MAX_SEQ = 2**63 - 1
+MAX_WHISPER_BYTES = 4096
 
 # Frame types.
 SUBSCRIBE, UNSUBSCRIBE, PUBLISH, PING = "subscribe", "unsubscribe", "publish", "ping"
+WHISPER = "whisper"  # both ways
 WELCOME, SUBSCRIBED, MESSAGE, UNSUBSCRIBED = "welcome", "subscribed", "message", "unsubscribed"
 PUBLISHED, PONG, ERROR = "published", "pong", "error"
-CLIENT_TYPES = (SUBSCRIBE, UNSUBSCRIBE, PUBLISH, PING)
+PRESENCE, PRESENCE_DIFF = "presence", "presence_diff"
+CLIENT_TYPES = (SUBSCRIBE, UNSUBSCRIBE, PUBLISH, PING, WHISPER)
 
 # Error codes.
 BAD_JSON = "bad_json"
@@ -46,6 +54,7 @@ CLOSE_SERVER_ERROR = 1011
 CLOSE_UNAUTHORIZED = 4401  # the user's session ended (logout, password change, deactivation)
 
 _MISSING = object()
+NO_ID = _MISSING  # a frame without an id
 
 
 class ProtocolError(Exception):
@@ -81,6 +90,7 @@ class ClientFrame:
     since: int | None = None
     data: Any = None
     key: str | None = None  # publish: an idempotency key
+    presence: bool = False  # subscribe: also who is here
 
     @property
     def has_id(self) -> bool:
@@ -89,6 +99,11 @@ class ClientFrame:
 
 def is_valid_slug(value: Any) -> bool:
     return isinstance(value, str) and _SLUG_RE.match(value) is not None
+
+
+def is_valid_topic(value: Any) -> bool:
+    """A slug or a ``family:key`` topic name."""
+    return isinstance(value, str) and _TOPIC_RE.match(value) is not None
 
 
 def _is_int(value: Any) -> bool:
@@ -118,10 +133,11 @@ def parse(text: str) -> ClientFrame:
     topic = obj.get("topic")
     if not isinstance(topic, str):
         raise ProtocolError(BAD_REQUEST, f"A {kind} frame needs a string 'topic'.", id=frame_id)
-    if not is_valid_slug(topic):
+    if not is_valid_topic(topic):
         raise ProtocolError(
             BAD_REQUEST,
-            f"{topic[:100]!r} is not a topic slug (1-80 of a-z, 0-9, '-', '_').",
+            f"{topic[:200]!r} is not a topic name: a slug (1-80 of a-z, 0-9, '-', '_') or "
+            "family:key (the key 1-100 of A-Z a-z 0-9 _ . -).",
             id=frame_id,
         )
     if kind == SUBSCRIBE:
@@ -130,9 +146,28 @@ def parse(text: str) -> ClientFrame:
             raise ProtocolError(
                 BAD_REQUEST, "'since' must be an integer >= 0.", id=frame_id, topic=topic
             )
-        return ClientFrame(SUBSCRIBE, id=frame_id, topic=topic, since=since)
+        presence = obj.get("presence", False)
+        if not isinstance(presence, bool):
+            raise ProtocolError(
+                BAD_REQUEST, "'presence' must be true or false.", id=frame_id, topic=topic
+            )
+        return ClientFrame(SUBSCRIBE, id=frame_id, topic=topic, since=since, presence=presence)
     if kind == UNSUBSCRIBE:
         return ClientFrame(UNSUBSCRIBE, id=frame_id, topic=topic)
+    if kind == WHISPER:
+        if "data" not in obj:
+            raise ProtocolError(
+                BAD_REQUEST, "A whisper frame needs 'data'.", id=frame_id, topic=topic
+            )
+        size = len(encode(obj["data"]).encode("utf-8", "surrogatepass"))
+        if size > MAX_WHISPER_BYTES:
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"A whisper's data is {size} bytes encoded; at most {MAX_WHISPER_BYTES}.",
+                id=frame_id,
+                topic=topic,
+            )
+        return ClientFrame(WHISPER, id=frame_id, topic=topic, data=obj["data"])
     if "data" not in obj:
         raise ProtocolError(BAD_REQUEST, "A publish frame needs 'data'.", id=frame_id, topic=topic)
     key = obj.get("key")
@@ -170,13 +205,16 @@ def timestamp(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def welcome(connection: str, user: str | None, limits: dict[str, Any]) -> str:
+def welcome(
+    connection: str, user: str | None, limits: dict[str, Any], user_topic: str | None = None
+) -> str:
     return encode(
         {
             "type": WELCOME,
             "protocol": PROTOCOL,
             "connection": connection,
             "user": user,
+            "user_topic": user_topic,
             "limits": limits,
         }
     )
@@ -218,3 +256,22 @@ def error(code: str, message: str, *, id: Any = _MISSING, topic: str | None = No
     if topic is not None:
         obj["topic"] = topic
     return encode(_with_id(obj, id))
+
+
+def presence(topic: str, members: list[dict[str, Any]], count: int) -> str:
+    """Who is here now: ``members`` (signed-in users, each once, at most 100) and ``count``
+    (every connection)."""
+    return encode({"type": PRESENCE, "topic": topic, "members": members, "count": count})
+
+
+def presence_diff(
+    topic: str, joins: list[dict[str, Any]], leaves: list[dict[str, Any]], count: int
+) -> str:
+    return encode(
+        {"type": PRESENCE_DIFF, "topic": topic, "joins": joins, "leaves": leaves, "count": count}
+    )
+
+
+def whisper(topic: str, sender: dict[str, Any], data: Any) -> str:
+    """A whisper as its other subscribers get it: ``from`` is ``{"user", "name"}``."""
+    return encode({"type": WHISPER, "topic": topic, "from": sender, "data": data})

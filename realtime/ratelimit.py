@@ -51,6 +51,8 @@ class ConnectionLimits:
         self.publish_rate = conf.PUBLISH_RATE_PER_S
         self.publishes = TokenBucket(conf.PUBLISH_RATE_PER_S, conf.PUBLISH_BURST)
         self.frames = TokenBucket(conf.FRAME_RATE_PER_S, conf.FRAME_BURST)
+        self.whisper_rate = conf.WHISPER_RATE_PER_S
+        self.whispers = TokenBucket(conf.WHISPER_RATE_PER_S, conf.WHISPER_BURST)
         # Refused frames: ABUSE_BUDGET at once, one more a second; then 1008.
         self.abuse = TokenBucket(1.0, max(1, conf.ABUSE_BUDGET))
 
@@ -60,6 +62,7 @@ class ConnectionLimits:
             "max_frame_bytes": self.frame_bytes,
             "max_subscriptions": self.subscriptions,
             "publish_rate_per_s": self.publish_rate,
+            "whisper_rate_per_s": self.whisper_rate,
         }
 
     def vet(self, text: str | None, data: bytes | None = None) -> protocol.ClientFrame:
@@ -89,6 +92,11 @@ class ConnectionLimits:
     def check_publish(self, frame: protocol.ClientFrame) -> None:
         if not self.publishes.take():
             message = f"Publishing is limited to {self.publishes.rate:g} messages a second."
+            raise ProtocolError(protocol.RATE_LIMITED, message, id=frame.id, topic=frame.topic)
+
+    def check_whisper(self, frame: protocol.ClientFrame) -> None:
+        if not self.whispers.take():
+            message = f"Whispers are limited to {self.whispers.rate:g} a second."
             raise ProtocolError(protocol.RATE_LIMITED, message, id=frame.id, topic=frame.topic)
 
     def check_subscriptions(self, held: int, frame: protocol.ClientFrame) -> None:

@@ -56,7 +56,7 @@ def parse_cursor(text: str, slugs: list[str]) -> dict[str, int]:
     cursor: dict[str, int] = {}
     for part in text.split(","):
         slug, _, seq = part.strip().rpartition(":")
-        if not protocol.is_valid_slug(slug) or not seq.isdigit() or len(seq) > 19:
+        if not protocol.is_valid_topic(slug) or not seq.isdigit() or len(seq) > 19:
             raise BadRequest(400, "bad_request", f"{part[:100]!r} is not a cursor entry slug:seq.")
         cursor[slug] = int(seq)
     return cursor
@@ -86,6 +86,7 @@ class EventStream:
         self.ended = False
         self.ending = False  # an error event is on its way; nothing more is sent
         self.gone = False  # the client went away
+        self.presence = False  # ?presence=1: presence events too
 
     # --- the request
 
@@ -129,7 +130,7 @@ class EventStream:
             "sse open %s addr=%s topics=%s", self.connection.connection_id, self.address, slugs
         )
         try:
-            await self.connection.open_all(found, cursor)
+            await self.connection.open_all(found, cursor, presence=self.presence)
             await self.wait_until_done()
         finally:
             self.release()
@@ -140,9 +141,10 @@ class EventStream:
         slugs = list(dict.fromkeys(query.get("topic", [])))
         if not slugs:
             raise BadRequest(400, protocol.BAD_REQUEST, "Name topics: /events/?topic=news.")
-        bad = [s for s in slugs if not protocol.is_valid_slug(s)]
+        bad = [s for s in slugs if not protocol.is_valid_topic(s)]
         if bad:
-            raise BadRequest(400, protocol.BAD_REQUEST, f"{bad[0][:100]!r} is not a topic slug.")
+            raise BadRequest(400, protocol.BAD_REQUEST, f"{bad[0][:200]!r} is not a topic name.")
+        self.presence = (query.get("presence") or [""])[0] in ("1", "true")
         if len(slugs) > realtime_settings.MAX_SUBSCRIPTIONS:
             raise BadRequest(
                 400,

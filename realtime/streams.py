@@ -43,6 +43,7 @@ class TopicStreams:
         self.max_send_buffer = realtime_settings.MAX_SEND_BUFFER
         self._write = transport.write
         self._waiting = transport.waiting
+        self.owner = ""  # the connection's id: its own whispers are not sent back to it
 
     def listen(self, slug: str) -> Stream:
         """A new stream for ``slug``, already listening (busy until placed and caught up)."""
@@ -150,6 +151,25 @@ class TopicStreams:
         if stream is not None and not self.closing and stream.learn(seq):
             self._spawn(self._catch_up(slug, stream))
 
+    def whisper(self, slug: str, frame: Frame, sender: str) -> None:
+        """A whisper of ``slug`` from connection ``sender``: at most once, never to itself."""
+        if sender != self.owner and slug in self.streams:
+            self._notice(protocol.WHISPER, frame)
+
+    def notice(self, kind: str, text: str) -> None:
+        """A frame outside the topic's seq (presence): sent now, in order, at most once."""
+        self._notice(kind, Frame(text.encode(), text))
+
+    def _notice(self, kind: str, frame: Frame) -> None:
+        if self.closing:
+            return
+        if self._write is None:
+            self._spawn(self.send(kind, frame.text))
+        elif self.transport.pending() > self.max_send_buffer:
+            self._drop_slow_reader()
+        else:
+            self._write(frame, True)
+
     # --- sending
 
     async def send(self, kind: str, text: str) -> None:
@@ -184,6 +204,11 @@ class TopicStreams:
         backlog, one that stops reading is dropped."""
         stream.busy = True
         try:
+            if stream.topic_id is None and stream.owed:
+                # A family topic subscribed before its first publish: its row is new.
+                stream.topic_id = await topics.topic_id(slug)
+                if stream.topic_id is None or self.streams.get(slug) is not stream:
+                    return
             while self.streams.get(slug) is stream and stream.owed:
                 rows = await topics.read_page(stream.topic_id, stream.fetch_after, stream.target)
                 if self.streams.get(slug) is not stream or self.closing:

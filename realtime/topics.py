@@ -47,6 +47,30 @@ def _can_read(topic: Topic, user: Any) -> bool:
     return topic.can_read(user)
 
 
+@database_sync_to_async
+def _allows(topic: Topic, action: str, user: Any) -> bool:
+    return topic.can_read(user) if action == "read" else topic.allows(action, user)
+
+
+async def rule(topic: Topic, action: str, user: Any, cache: dict | None = None) -> bool:
+    """``topic``'s answer for ``user`` and ``action`` (read, publish, whisper, presence), asked
+    in a database thread (family rules and private topics may query); ``cache``: a
+    connection's answers, by (slug, action), until its access changes."""
+    if cache is not None and (topic.slug, action) in cache:
+        return cache[(topic.slug, action)]
+    if action == "read" and not topic.family and not topic.private:
+        answer = topic.enabled  # no query, no thread
+    elif action == "publish":
+        answer = await may_publish(topic, user)
+    else:
+        answer = await _allows(topic, action, user)
+    if cache is not None:
+        if len(cache) >= 4 * CACHE_SIZE // 10:
+            cache.clear()
+        cache[(topic.slug, action)] = answer
+    return answer
+
+
 @dataclass(frozen=True, slots=True)
 class Access:
     """What a user may do with a topic. ``topic`` is None when the user may not know it
@@ -61,8 +85,10 @@ class Access:
         return protocol.FORBIDDEN if self.exists else protocol.NOT_FOUND
 
 
-async def access(slug: str, user: Any, *, fresh: bool = False) -> Access:
-    """The user's access to ``slug`` (``fresh``: bypass the cache)."""
+async def access(slug: str, user: Any, *, fresh: bool = False, cache: dict | None = None) -> Access:
+    """The user's access to ``slug`` (``fresh``: bypass the row cache). A family's topic that
+    nobody has published to yet is an unsaved row (``unsaved``, pk None); its read rule
+    decides (``cache``: the connection's answers)."""
     now = time.monotonic()
     cached = None if fresh else _cache.get(slug)
     if cached is not None and now - cached[0] < CACHE_SECONDS:
@@ -71,19 +97,23 @@ async def access(slug: str, user: Any, *, fresh: bool = False) -> Access:
         topic = await _fetch(slug)
         if topic is None:
             _cache.pop(slug, None)
-            return Access(None)
-        if len(_cache) >= CACHE_SIZE:
-            _cache.clear()
-        _cache[slug] = (now, topic)
-    if topic.private and not await _can_read(topic, user):
+            # Not cached: the first publish may make the row any moment.
+            topic = Topic.unsaved(slug)
+            if topic is None:
+                return Access(None)
+        else:
+            if len(_cache) >= CACHE_SIZE:
+                _cache.clear()
+            _cache[slug] = (now, topic)
+    if (topic.private or topic.family) and not await rule(topic, "read", user, cache):
         return Access(None, exists=True)
     return Access(topic, exists=True)
 
 
 async def may_publish(topic: Topic, user: Any) -> bool:
     """``Topic.can_publish``, the publish rule, asked off the event loop when it needs the
-    database (private topics)."""
-    if topic.private:
+    database (private topics, family rules)."""
+    if topic.private or topic.family:
         return await _can_publish(topic, user)
     return topic.can_publish(user)
 
@@ -99,8 +129,14 @@ PAGE = 500  # replayed and gap-filled messages are read in pages of this size
 
 
 @database_sync_to_async
-def latest_seq(topic_id: int) -> int:
-    return Topic.objects.latest_seq(topic_id)
+def latest_seq(topic_id: int | None) -> int:
+    return Topic.objects.latest_seq(topic_id) if topic_id is not None else 0
+
+
+@database_sync_to_async
+def topic_id(slug: str) -> int | None:
+    """The row id of ``slug`` (a family topic's row appears with its first publish)."""
+    return Topic.objects.filter(slug=slug).values_list("pk", flat=True).first()
 
 
 @database_sync_to_async
@@ -112,7 +148,9 @@ def read_page(topic_id: int, after: int, upto: int) -> list[tuple[int, str]]:
 
 
 @database_sync_to_async
-def first_retained_seq(topic_id: int, after: int) -> int | None:
+def first_retained_seq(topic_id: int | None, after: int) -> int | None:
+    if topic_id is None:
+        return None
     return Message.objects.first_retained_seq(topic_id, after)
 
 

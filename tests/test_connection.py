@@ -90,6 +90,9 @@ class MemoryHub:
     async def wait_ready(self, timeout):
         return True
 
+    async def wait_topic(self, slug, timeout):
+        return True
+
     def head(self, slug):
         return None
 

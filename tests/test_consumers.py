@@ -40,7 +40,12 @@ def fill(slug: str, n: int) -> None:
 
 
 async def test_connect_welcome_lists_protocol_user_and_limits(connect, settings):
-    settings.REALTIME = {"MAX_SUBSCRIPTIONS": 7, "PUBLISH_RATE_PER_S": 3, "MAX_FRAME_BYTES": 999}
+    settings.REALTIME = {
+        "MAX_SUBSCRIPTIONS": 7,
+        "PUBLISH_RATE_PER_S": 3,
+        "MAX_FRAME_BYTES": 999,
+        "WHISPER_RATE_PER_S": 2,
+    }
     ok, subprotocol, ws = await connect()
     assert ok and subprotocol == "realtime.v1"
     assert ws.welcome["type"] == "welcome"
@@ -51,13 +56,16 @@ async def test_connect_welcome_lists_protocol_user_and_limits(connect, settings)
         "max_frame_bytes": 999,
         "max_subscriptions": 7,
         "publish_rate_per_s": 3,
+        "whisper_rate_per_s": 2,
     }
+    assert ws.welcome["user_topic"] is None
 
 
 async def test_connect_welcome_names_signed_in_user(connect):
     user = await make_user("bob")
     ok, _, ws = await connect(user=user)
     assert ok and ws.welcome["user"] == "bob"
+    assert ws.welcome["user_topic"] == f"user:{user.pk}"
 
 
 async def test_connect_without_subprotocol_is_accepted_without_one(connect):
