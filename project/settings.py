@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "realtime",
+    "demo",  # the demo site's status board and orders (demo/realtime.py)
 ]
 
 MIDDLEWARE = [

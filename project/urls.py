@@ -7,5 +7,6 @@ urlpatterns = [
     path("favicon.ico", RedirectView.as_view(url=static("realtime/favicon.svg"), permanent=True)),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("demo.urls")),
     path("", include("realtime.urls")),
 ]

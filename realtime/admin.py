@@ -65,6 +65,7 @@ class TopicAdmin(admin.ModelAdmin):
     list_display = (
         "slug",
         "title",
+        "family",
         "kind",
         "private",
         "visitor_publish",
@@ -75,7 +76,7 @@ class TopicAdmin(admin.ModelAdmin):
         "backlog",
         "retention",
     )
-    list_filter = ("kind", "enabled", "private", "visitor_publish", "groups")
+    list_filter = ("family", "kind", "enabled", "private", "visitor_publish", "presence", "groups")
     search_fields = ("slug", "title", "description")
     filter_horizontal = ("groups",)
     actions = ("send_test_message",)
@@ -83,7 +84,7 @@ class TopicAdmin(admin.ModelAdmin):
     readonly_fields = ("last_seq", "created_at", "updated_at", "recent_messages")
     fieldsets = (
         (None, {"fields": ("slug", "title", "description", "enabled")}),
-        ("Access", {"fields": ("private", "groups", "visitor_publish")}),
+        ("Access", {"fields": ("private", "groups", "visitor_publish", "presence", "whispers")}),
         ("Delivery", {"fields": ("kind", "backlog", "retention", "last_seq")}),
         ("Recent messages", {"fields": ("recent_messages",)}),
         ("Dates", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
@@ -91,6 +92,30 @@ class TopicAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_message_count=Count("messages"))
+
+    def get_readonly_fields(self, request, obj=None):
+        # A family's topic is named and ruled by code (its family's rules, not these fields).
+        if obj is not None and obj.family:
+            return (
+                *self.readonly_fields,
+                "slug",
+                "private",
+                "groups",
+                "visitor_publish",
+                "presence",
+                "whispers",
+                "kind",
+            )
+        return self.readonly_fields
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is not None and obj.family:
+            return (
+                (None, {"fields": ("slug", "family", "title", "description", "enabled")}),
+                ("Delivery", {"fields": ("kind", "backlog", "retention", "last_seq")}),
+                ("Recent messages", {"fields": ("recent_messages",)}),
+            )
+        return super().get_fieldsets(request, obj)
 
     def changelist_view(self, request, extra_context=None):
         try:  # one Redis scan for the whole list, not one per row
@@ -156,6 +181,14 @@ class TopicAdmin(admin.ModelAdmin):
                 extra_context["subscriber_count"] = fanout.subscriber_count(topic.slug)
             except Exception:  # Redis away: the page still works
                 extra_context["subscriber_count"] = None
+            declared = topic.declared_family
+            if declared.presence if declared is not None else topic.presence:
+                try:
+                    members, count = fanout.presence_of(topic.slug)
+                except Exception:
+                    members, count = None, None
+                extra_context["presence_members"] = members
+                extra_context["presence_count"] = count
         return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.action(description="Send a test message to the selected topics")
@@ -382,13 +415,14 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     list_display = ("name", "prefix", "topic_list", "created_at", "last_used_at", "active")
     readonly_fields = ("prefix", "created_at", "last_used_at")
-    fields = ("name", "topics", "revoked_at", "prefix", "created_at", "last_used_at")
+    fields = ("name", "topics", "families", "revoked_at", "prefix", "created_at", "last_used_at")
     filter_horizontal = ("topics",)
     search_fields = ("name",)
 
     @admin.display(description="topics")
     def topic_list(self, obj):
-        return ", ".join(t.slug for t in obj.topics.all()) or "every topic"
+        named = [t.slug for t in obj.topics.all()] + [f"{f}:*" for f in sorted(obj.family_names)]
+        return ", ".join(named) or "every topic"
 
     @admin.display(boolean=True)
     def active(self, obj):
@@ -406,3 +440,58 @@ class ApiTokenAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
         super().save_model(request, obj, form, change)
+
+
+# --- notifications: an action on the site's users ------------------------------------------------
+
+
+class NotifyForm(forms.Form):
+    text = forms.CharField(
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Shown in their notifications bell (user:<id>), live if they are on the site.",
+    )
+
+
+@admin.action(description="Send a notification to the selected users")
+def notify_users(modeladmin: Any, request: Any, queryset: Any) -> Any:
+    """An intermediate page asks for the text; each selected user gets it on ``user:<pk>``."""
+    from django.template.response import TemplateResponse
+
+    import realtime
+
+    form = NotifyForm(request.POST if "apply" in request.POST else None)
+    if form.is_valid():
+        data = {"text": form.cleaned_data["text"], "from": request.user.get_username()}
+        users = [user for user in queryset if user.is_active]
+        for user in users:
+            realtime.notify(user, data, source=Source.ADMIN)
+        modeladmin.message_user(
+            request, f"Notification sent to {len(users)} user(s).", messages.SUCCESS
+        )
+        return None
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Send a notification",
+        "opts": modeladmin.model._meta,
+        "users": queryset,
+        "form": form,
+        "action": "notify_users",
+        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/realtime/notify.html", context)
+
+
+def _add_notify_action() -> None:
+    from django.contrib.auth import get_user_model
+
+    user_model = get_user_model()
+    if not admin.site.is_registered(user_model):
+        return
+    current = type(admin.site._registry[user_model])
+    admin.site.unregister(user_model)
+    actions = (*(current.actions or ()), notify_users)
+    admin.site.register(user_model, type("UserAdmin", (current,), {"actions": actions}))
+
+
+_add_notify_action()

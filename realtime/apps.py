@@ -20,6 +20,7 @@ class RealtimeConfig(AppConfig):
 
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
+        from django.utils.module_loading import autodiscover_modules
 
         from realtime import access, builtin_feeds, checks, topics  # noqa: F401 (they register)
         from realtime.feeds import autodiscover
@@ -29,5 +30,7 @@ class RealtimeConfig(AppConfig):
         post_save.connect(topics.forget, sender=Topic, dispatch_uid="realtime.topics.save")
         post_delete.connect(topics.forget, sender=Topic, dispatch_uid="realtime.topics.delete")
         access.connect_signals()
-        autodiscover()
+        autodiscover()  # feeds
+        # Each app's realtime.py (families, model broadcasts), as the admin finds admin.py.
+        autodiscover_modules("realtime")
         defer_autobahn_config_log()

@@ -166,10 +166,11 @@ class Connection:
         await self._presence(slug, found.topic, presence, resubscribe, id)
 
     async def _presence(
-        self, slug: str, topic: Any, listen: bool, resubscribe: bool, id: Any
+        self, slug: str, topic: Any, listen: bool, resubscribe: bool, id: Any, quiet: bool = False
     ) -> None:
         """Join the topic's presence when its rules say so; with ``listen`` send who is here
-        (``forbidden`` for the flag when presence is not allowed: the subscription stays)."""
+        (``forbidden`` for the flag when presence is not allowed, unless ``quiet``: the
+        subscription stays)."""
         declared = topic.declared_family
         enabled = declared.presence if declared is not None else topic.presence
         allowed = enabled and await topics.rule(topic, "presence", self.user, self.rules)
@@ -182,7 +183,7 @@ class Connection:
             if slug not in self.streams or self.closing:
                 return
             self.hub.roster.track(slug, self.topics, self.member)
-        if listen and not allowed:
+        if listen and not allowed and not quiet:
             await self.send(
                 protocol.ERROR,
                 protocol.error(
@@ -246,7 +247,7 @@ class Connection:
         for slug, (latest, recovered) in placed.items():
             await self.topics.announce(slug, self.streams[slug], latest, recovered)
         for slug, topic in found.items():
-            await self._presence(slug, topic, presence, False, protocol.NO_ID)
+            await self._presence(slug, topic, presence, False, None, quiet=True)
 
     # --- from the hub (engine.Client) -----------------------------------------------------------
 

@@ -308,6 +308,31 @@ def last_tick() -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
+def presence_of(slug: str) -> tuple[list[dict[str, Any]], int]:
+    """Who is on ``slug`` now over every live hub (``realtime.members``): signed-in members,
+    each user once, and the connection count (the admin's topic page)."""
+    _, prefix = keys.redis_config()
+    found = client()
+    fields = found.hgetall(keys.roster_key(prefix, slug))
+    alive = {
+        hub.decode()
+        for hub in found.zrangebyscore(keys.hubs_alive_key(prefix), time.time() - 5.0, "+inf")
+    }
+    members: dict[Any, dict[str, Any]] = {}
+    count = 0
+    for hub, raw in fields.items():
+        if hub.decode() not in alive:
+            continue
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        count += int(entry.get("c", 0))
+        for member in entry.get("m", ()):
+            members.setdefault(member["user"], member)
+    return sorted(members.values(), key=lambda m: str(m.get("name", ""))), count
+
+
 def subscriber_count(slug: str) -> int:
     """Connections subscribed to ``slug`` now, over every live process (presence in Redis)."""
     return subscriber_counts().get(slug, 0)

@@ -337,3 +337,11 @@ class ApiToken(models.Model):
     @property
     def family_names(self) -> set[str]:
         return set(self.families.split())
+
+    def clean(self) -> None:
+        unknown = sorted(name for name in self.family_names if families.get(name) is None)
+        if unknown:
+            declared = ", ".join(f.name for f in families.all_families())
+            raise ValidationError(
+                {"families": f"No family {', '.join(unknown)}; declared: {declared}."}
+            )

@@ -69,6 +69,7 @@ def publish(
     key: str | None = None,
     scope: str | None = None,
     guard: Callable[[], None] | None = None,
+    html: str | None = None,
 ) -> Message:
     """Store ``data`` as the next message of ``topic`` (a slug or Topic) and fan it out: the
     one publish entry of the socket, the HTTP API, the admin, commands and ``realtime.publish``.
@@ -78,16 +79,20 @@ def publish(
     is stored and may refuse by raising (the API checks there that its token is still
     active). With ``key`` (and its ``scope``, see ``realtime.idempotency``) a key used within
     24 hours answers with that first message and stores nothing (``message.repeated`` is
-    True); a key used for another topic raises ``KeyReused``.
+    True); a key used for another topic raises ``KeyReused``. ``html``: the message's
+    rendering made by the caller (a model broadcast) instead of the topic's template.
     """
     if key is None:
         if guard is None:
-            message = publish_many([(topic, data)], source=source, user=user, origin=origin)[0]
+            message = publish_many(
+                [(topic, data)], source=source, user=user, origin=origin, html=html
+            )[0]
         else:
             with transaction.atomic():
                 guard()
-                message = publish_many([(topic, data)], source=source, user=user, origin=origin)
-                message = message[0]
+                message = publish_many(
+                    [(topic, data)], source=source, user=user, origin=origin, html=html
+                )[0]
         message.repeated = False
         return message
     if scope is None:
@@ -101,7 +106,9 @@ def publish(
             if guard is not None:
                 guard()
             idempotency.free_expired(scope, key)
-            message = publish_many([(topic_obj, data)], source=source, user=user, origin=origin)[0]
+            message = publish_many(
+                [(topic_obj, data)], source=source, user=user, origin=origin, html=html
+            )[0]
             idempotency.record(scope, key, topic_obj, message.seq)
     except IntegrityError:
         seq = idempotency.first(scope, key, topic_obj)  # another attempt committed first
@@ -126,6 +133,7 @@ def publish_many(
     source: str = Source.API,
     user: Any = None,
     origin: str = "",
+    html: str | None = None,
 ) -> list[Message]:
     """Store several messages in one transaction (the scheduler's feeds); fan out after commit.
 
@@ -175,7 +183,11 @@ def publish_many(
                 created_at=now,
                 origin=origin[:120],
             )
-            message.html = rendering.render(message)  # once, stored with the message
+            # Rendered once, stored with the message (``html``: the caller's own rendering).
+            if html is None:
+                message.html = rendering.render(message)
+            else:
+                message.html = html if len(html) <= rendering.MAX_HTML_CHARS else ""
             message.data = stored
             messages.append(message)
         if len(messages) == 1:

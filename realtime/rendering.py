@@ -1,11 +1,12 @@
 """Messages rendered by their topic's template, once per message, when they are stored.
 
-The template is ``realtime/messages/<slug>.html`` when it exists, else
-``realtime/messages/default.html`` (a project's ``templates/`` overrides the app's, as in the
-Django admin). Context: ``message`` (``seq``, ``created_at``, ``source``, ``author``),
-``data`` and ``topic``. Autoescaping is on: data never becomes markup. The rendering is stored
-with the message (``Message.html``) and carried by its frame (``html``), so live delivery,
-replays and gap fills send it without rendering again.
+The template is ``realtime/messages/<slug>.html`` when it exists (for a family's topic
+``family:key``: ``realtime/messages/<family>.html``), else ``realtime/messages/default.html``
+(a project's ``templates/`` overrides the app's, as in the Django admin). Context: ``message``
+(``seq``, ``created_at``, ``source``, ``author``), ``data`` and ``topic``. Autoescaping is on:
+data never becomes markup. The rendering is stored with the message (``Message.html``) and
+carried by its frame (``html``), so live delivery, replays and gap fills send it without
+rendering again. A model broadcast (``realtime.broadcasting``) brings its own rendering.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ MAX_HTML_CHARS = 20_000  # a rendering longer than this is not sent (data alone 
 
 
 def template_names(slug: str) -> list[str]:
-    return [f"realtime/messages/{slug}.html", "realtime/messages/default.html"]
+    name = slug.partition(":")[0]  # a family's topics share the family's template
+    return [f"realtime/messages/{name}.html", "realtime/messages/default.html"]
 
 
 def render(message: Any) -> str:

@@ -29,11 +29,13 @@ def topic_detail(request: HttpRequest, slug: str) -> HttpResponse:
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         raise Http404(f"No topic {slug!r}.")
-    return render(
-        request,
-        "realtime/topic.html",
-        {"topic": topic, "can_publish": topic.can_publish(request.user)},
-    )
+    context = {
+        "topic": topic,
+        "can_publish": topic.can_publish(request.user),
+        "show_presence": topic.allows("presence", request.user),
+        "can_whisper": topic.allows("whisper", request.user),
+    }
+    return render(request, "realtime/topic.html", context)
 
 
 def console(request: HttpRequest) -> HttpResponse:

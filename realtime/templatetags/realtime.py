@@ -1,5 +1,6 @@
 """``{% load realtime %}{% live_topic "news" limit=10 %}``: a live region without JavaScript of
-your own.
+your own. ``{% live_topic order %}`` (an instance of a model given to ``realtime.broadcasts``)
+renders the object now with its broadcast template and replaces it with each new state.
 
 The tag renders the latest ``limit`` messages of the topic on the server (visible without
 JavaScript, indexable; each with its stored rendering, ``realtime/messages/<slug>.html``) and
@@ -21,7 +22,7 @@ from typing import Any
 from django import template
 from django.utils.html import format_html
 
-from realtime import rendering
+from realtime import broadcasting, rendering
 from realtime.models import Topic
 
 register = template.Library()
@@ -40,8 +41,11 @@ def live_topic(
     meta: bool = True,
     id: str = "",  # noqa: A002 (the region element's id attribute)
     empty: str = "No messages yet.",
+    presence: bool = False,
     **attributes: Any,
 ) -> dict[str, Any]:
+    if not isinstance(slug, str):
+        return _live_object(context, slug, id, attributes.get("class", ""), presence)
     if order not in ORDERS:
         raise template.TemplateSyntaxError(
             f"live_topic order must be one of {ORDERS}, not {order!r}"
@@ -82,6 +86,45 @@ def live_topic(
             "css_class": attributes.get("class", ""),
             "empty": empty,
             "messages": latest,
+            "slug": topic.slug,
+            "presence": bool(presence),
+        }
+    }
+
+
+def _live_object(
+    context: Any, instance: Any, id: str, css_class: str, presence: bool
+) -> dict[str, Any]:
+    """The region of one broadcast object: its rendering now, then each new state."""
+    found = broadcasting.of(instance)
+    if found is None:
+        raise template.TemplateSyntaxError(
+            f"live_topic needs a topic name or an object of a model given to "
+            f"realtime.broadcasts(), not {instance!r}."
+        )
+    name = found.topic(instance)
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    topic = Topic.objects.filter(slug=name).first() or Topic.unsaved(name)
+    if topic is None or not topic.can_read(user):
+        return {"region": None}
+    html = found.render(instance)
+    return {
+        "region": {
+            "topic": topic,
+            "slug": name,
+            # One before the latest: the latest state is sent again on subscribe, so a save
+            # committed between this rendering and the subscribe is never missed.
+            "seq": max(0, topic.last_seq - 1),
+            "order": "newest-first",
+            "mode": "replace",
+            "limit": 1,
+            "meta": False,
+            "id": id,
+            "css_class": " ".join(filter(None, ["live-object", css_class])),
+            "empty": "",
+            "messages": [{"seq": 0, "html": html}],
+            "presence": bool(presence),
         }
     }
 

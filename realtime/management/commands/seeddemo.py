@@ -24,8 +24,10 @@ DEMO_TOPICS = [
     {
         "slug": "chat",
         "title": "Chat",
-        "description": "Anyone may write here.",
+        "description": "Anyone may write here; see who is here and who is typing.",
         "visitor_publish": True,
+        "presence": True,
+        "whispers": True,
     },
     {
         "slug": "staff-room",
@@ -59,6 +61,13 @@ class Command(BaseCommand):
                     publish(
                         topic, {"title": "Welcome", "body": "The site is live."}, source="command"
                     )
+        from django.apps import apps
+
+        if apps.is_installed("demo"):  # the status board's services
+            from demo.seed import seed
+
+            for line in seed():
+                self.stdout.write(line)
         if admin:
             password = password or secrets.token_urlsafe(12)
             user, _ = get_user_model().objects.get_or_create(username=admin)

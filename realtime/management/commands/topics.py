@@ -26,6 +26,14 @@ class Command(BaseCommand):
             default="stream",
             help="stream (every message, in order; the default) or state (only the latest).",
         )
+        add.add_argument(
+            "--presence", action="store_true", help="Subscribers may see who else is here."
+        )
+        add.add_argument(
+            "--whispers",
+            action="store_true",
+            help="Readers may whisper to each other (typing indicators; not stored).",
+        )
         add.add_argument("--backlog", type=int, help="Messages a new subscriber gets first.")
         add.add_argument("--retain", type=int, help="Messages kept for clients that resume.")
 
@@ -66,6 +74,8 @@ class Command(BaseCommand):
             private=options["private"],
             visitor_publish=options["visitor_publish"],
             kind=options["kind"],
+            presence=options["presence"],
+            whispers=options["whispers"],
         )
         if options["backlog"] is not None:
             topic.backlog = options["backlog"]

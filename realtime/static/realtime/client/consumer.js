@@ -344,6 +344,15 @@ export class Consumer {
       case FrameType.SUBSCRIBED:
         subscription?.handleSubscribed(frame);
         break;
+      case FrameType.PRESENCE:
+        subscription?.handlePresence(frame);
+        break;
+      case FrameType.PRESENCE_DIFF:
+        subscription?.handlePresenceDiff(frame);
+        break;
+      case FrameType.WHISPER:
+        subscription?.handleWhisper(frame);
+        break;
       case FrameType.ERROR:
         if (waiting) waiting.reject(new RealtimeError(frame));
         else subscription?.onError(new RealtimeError(frame));
@@ -364,6 +373,12 @@ export class Consumer {
   }
 
   // --- the application's API
+
+  // The signed-in user's own topic (`user:<id>`, their notifications), from the welcome.
+  get userTopic() {
+    return this.welcome?.user_topic ?? null;
+  }
+
   subscribe(topic, callbacks = {}) {
     return this.subscriptions.create(topic, callbacks);
   }

@@ -46,6 +46,8 @@ export class EventStreamTransport {
       if (subscription.lastSeq !== null) cursor.push(`${subscription.topic}:${subscription.lastSeq}`);
     }
     if (cursor.length) params.set("since", cursor.join(","));
+    const presence = [...this.consumer.subscriptions.byTopic.values()].some((s) => s.wantsPresence);
+    if (presence) params.set("presence", "1");
     return new URL(`${this.eventsPath}?${params}`, this.base).toString();
   }
 
@@ -60,7 +62,7 @@ export class EventStreamTransport {
     const deliver = (event) => {
       if (this.source === source) this.consumer.receive(event.data);
     };
-    for (const type of ["message", "subscribed", "unsubscribed"]) {
+    for (const type of ["message", "subscribed", "unsubscribed", "presence", "presence_diff"]) {
       source.addEventListener(type, deliver);
     }
     source.addEventListener("error", (event) => {

@@ -13,6 +13,9 @@ export const FrameType = Object.freeze({
   UNSUBSCRIBE: "unsubscribe",
   PUBLISH: "publish",
   PING: "ping",
+  WHISPER: "whisper", // both ways: an event between clients, not stored
+  PRESENCE: "presence",
+  PRESENCE_DIFF: "presence_diff",
 });
 
 export const ErrorCode = Object.freeze({

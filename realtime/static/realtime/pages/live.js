@@ -3,7 +3,9 @@
 // message published between the page's HTML and its subscribe arrives, once. New messages go
 // in order (newest first, or oldest first), trimmed to the region's limit; mode "replace"
 // shows only the latest. Each insert fires a "live:message" event on the region (detail: the
-// frame), for pages that show more (a count, a seq) around it.
+// frame), for pages that show more (a count, a seq) around it. A region rendered with
+// presence=True subscribes with presence and fires "live:presence" (who is here) and
+// "live:whisper" ({data, from}) on the region.
 import { messageBody, pageConsumer } from "./common.js";
 
 const consumer = pageConsumer();
@@ -51,13 +53,26 @@ for (const region of document.querySelectorAll("[data-live-topic]")) {
   if (!regionsByTopic.has(topic)) regionsByTopic.set(topic, []);
   regionsByTopic.get(topic).push(region);
 }
+const tell = (regions, name, detail) => {
+  for (const region of regions) {
+    region.dispatchEvent(new CustomEvent(name, { detail, bubbles: true }));
+  }
+};
 for (const [topic, regions] of regionsByTopic) {
   const subscription = consumer.subscribe(topic, {
+    presence: regions.some((r) => r.dataset.presence === "1"),
     onMessage(data, frame) {
       for (const region of regions) insert(region, frame);
     },
     onReset() {
       for (const region of regions) region.replaceChildren();
+    },
+    // Who is here, and whispers: told as events on the regions (the page shows them).
+    onPresence(presence) {
+      tell(regions, "live:presence", presence);
+    },
+    onWhisper(data, from) {
+      tell(regions, "live:whisper", { data, from });
     },
   });
   // Resume after what the server rendered: the lowest seq among the topic's regions.
