@@ -45,6 +45,7 @@ logger = logging.getLogger("realtime.engine")
 RECONNECT_MIN, RECONNECT_MAX = 0.1, 5.0
 LINGER = 5.0  # seconds a topic stays subscribed in Redis after its last local subscriber
 MAX_LINGERING = 10_000  # beyond this many lingering topics, unsubscribe at once
+LINGER_AFTER = 1.0  # only topics held this long linger (a subscribe-unsubscribe churn does not)
 
 
 class Subscriber(Protocol):
@@ -114,6 +115,7 @@ class Hub:
         self.requested: set[str] = set()
         self.to_subscribe: set[str] = set()
         self.lingering: dict[str, float] = {}
+        self.held_since: dict[str, float] = {}
         self.waiters: dict[str, list[asyncio.Future]] = {}
         self.changes = asyncio.Event()
         self.channel_messages = 0  # topic messages read from Redis (each hub reads its share)
@@ -130,7 +132,8 @@ class Hub:
         subscribers = self.topics.get(slug)
         if subscribers is None:
             subscribers = self.topics[slug] = set()
-            self.lingering.pop(slug, None)
+            if self.lingering.pop(slug, None) is None:
+                self.held_since[slug] = time.monotonic()
             if slug not in self.requested:
                 self.to_subscribe.add(slug)
                 self.changes.set()
@@ -145,10 +148,14 @@ class Hub:
             if not subscribers:
                 del self.topics[slug]
                 self.to_subscribe.discard(slug)
+                now = time.monotonic()
+                held = now - self.held_since.pop(slug, now)
                 if slug in self.requested:
-                    crowded = len(self.lingering) >= MAX_LINGERING
-                    self.lingering[slug] = 0.0 if crowded else time.monotonic() + LINGER
-                    if crowded:
+                    # A topic held a while lingers (a reload does not churn Redis); a topic
+                    # just tried, or one too many, is dropped at the next batch.
+                    linger = held >= LINGER_AFTER and len(self.lingering) < MAX_LINGERING
+                    self.lingering[slug] = now + LINGER if linger else 0.0
+                    if not linger:
                         self.changes.set()
             self.presence_dirty = True
         self.roster.drop(slug, subscriber)
@@ -371,6 +378,7 @@ class Hub:
                 for slug in expired:
                     del self.lingering[slug]
                     self.requested.discard(slug)
+                    self.confirmed.discard(slug)  # a subscribe from now on waits for Redis
                     self.heads.pop(slug, None)  # no longer kept current
                 await pubsub.unsubscribe(*(self._channel(slug) for slug in expired))
 

@@ -156,6 +156,8 @@ class Roster:
         if not slugs:
             return
         pipe = self.redis().pipeline(transaction=False)
+        # Alive first: a field is never read before its hub's beat (a new hub is not dead).
+        pipe.zadd(keys.hubs_alive_key(self.hub.prefix), {self.hub.id: time.time()})
         for slug in slugs:
             entry = self.entry(slug)
             key = self._key(slug)
@@ -330,7 +332,6 @@ async def run(hub: Any) -> None:
     last_refresh = 0.0
     try:
         while True:
-            await asyncio.sleep(BEAT)
             now = time.monotonic()
             try:
                 await roster.beat(now)
@@ -339,5 +340,6 @@ async def run(hub: Any) -> None:
                     await roster.refresh_all()
             except Exception as exc:
                 logger.debug("presence beat failed (%s)", exc)
+            await asyncio.sleep(BEAT)
     finally:
         await roster.close()
