@@ -316,7 +316,7 @@ class Hub:
                             await pubsub.ping()
                             pinged = True
                         if manager.done():
-                            manager.result()  # raises what ended it
+                            raise ConnectionError("sending subscriptions to Redis failed")
                         continue
                     heard, pinged = loop.time(), False
                     kind = message["type"]
@@ -360,7 +360,14 @@ class Hub:
 
     async def _manage(self, pubsub: Any) -> None:
         """Send the batched SUBSCRIBEs and UNSUBSCRIBEs of this connection to Redis: new
-        topics at once (a subscribe waits for them), lingering ones once their time is up."""
+        topics at once (a subscribe waits for them), lingering ones once their time is up.
+        A failure ends it (the reader sees the connection fail and starts again)."""
+        try:
+            await self._batches(pubsub)
+        except Exception as exc:
+            logger.debug("hub %s: subscription batches ended (%s)", self.id, exc)
+
+    async def _batches(self, pubsub: Any) -> None:
         while True:
             try:
                 await asyncio.wait_for(self.changes.wait(), timeout=1.0)

@@ -42,6 +42,11 @@ def test_not_a_dict_rejected(settings):
         {"ALLOWED_ORIGINS": ["example.com"]},
         {"REQUIRE_ORIGIN": "yes"},
         {"CHANNEL_LAYER": "missing"},
+        {"PRESENCE_GRACE": -1},
+        {"PRESENCE_INFO": "no.such.module.info"},
+        {"PRESENCE_INFO": 3},
+        {"WHISPER_RATE_PER_S": 0},
+        {"WHISPER_BURST": 0},
     ],
 )
 def test_bad_values_rejected_with_hint(settings, bad):
@@ -119,3 +124,7 @@ def test_metrics_allowed_ips_accepts_networks(settings):
 
     settings.METRICS_ALLOWED_IPS = ["127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8"]
     assert check_metrics_access() == []
+
+
+def test_presence_info_may_name_an_importable_function(settings):
+    assert ids({"PRESENCE_INFO": "django.utils.text.slugify", "PRESENCE_GRACE": 0}, settings) == []

@@ -531,3 +531,53 @@ async def test_latest_seq_stays_current_while_no_local_connection_holds_the_topi
     await apublish("marker", "barrier")  # once it arrives, 2 and 3 have passed the hub
     assert (await second.recv())["topic"] == "marker"
     assert (await second.subscribe("news"))["seq"] == 3
+
+
+async def test_a_family_rule_that_raises_answers_server_error_and_keeps_the_socket(connect):
+    import realtime
+    from realtime import families
+
+    def broken(user, key):
+        raise RuntimeError("the rule's database is away")
+
+    realtime.family("brittle", replace=True, can_read=broken)(lambda user, key: True)
+    try:
+        ok, _, ws = await connect()
+        answer = await ws.request({"type": "subscribe", "topic": "brittle:1", "id": 9})
+        assert answer["type"] == "error" and answer["code"] == "server_error"
+        assert answer["id"] == 9
+        assert (await ws.request({"type": "ping", "id": 10}))["type"] == "pong"
+        # Asked again on the next subscribe (a failure is not cached).
+        answer = await ws.request({"type": "subscribe", "topic": "brittle:2", "id": 11})
+        assert answer["code"] == "server_error"
+    finally:
+        families.unregister("brittle")
+
+
+async def test_rule_answers_are_cached_per_connection_until_access_changes(connect):
+    import realtime
+    from realtime import families
+
+    asked: list[str] = []
+
+    def rule(user, key):
+        asked.append(key)
+        return True
+
+    realtime.family("counted", replace=True)(rule)
+    try:
+        ok, _, ws = await connect()
+        for n in range(3):
+            assert (await ws.request({"type": "subscribe", "topic": "counted:1", "id": n}))[
+                "type"
+            ] == "subscribed"
+        assert asked == ["1"]
+        from realtime import engine
+
+        (c,) = engine.loop_hubs()[0].connections  # the consumer's Connection
+        c.access_changed({"topics": ["counted:1"]})
+        for task in list(c.tasks):
+            await task
+        assert asked == ["1", "1"]
+    finally:
+        families.unregister("counted")

@@ -46,6 +46,8 @@ class Conf:
     FRAME_RATE_PER_S = 1
     FRAME_BURST = 2
     ABUSE_BUDGET = 0
+    WHISPER_RATE_PER_S = 2
+    WHISPER_BURST = 1
 
 
 def test_connection_limits_refuse_with_the_documented_codes():
@@ -57,6 +59,7 @@ def test_connection_limits_refuse_with_the_documented_codes():
         "max_frame_bytes": 100,
         "max_subscriptions": 2,
         "publish_rate_per_s": 1,
+        "whisper_rate_per_s": 2,
     }
     assert not limits.too_big("x" * 25) and limits.too_big("é" * 51) and limits.too_big("x" * 101)
     limits.check_frame("{}")
@@ -73,3 +76,8 @@ def test_connection_limits_refuse_with_the_documented_codes():
         limits.check_subscriptions(2, frame)
     assert refused.value.code == "too_many_subscriptions" and refused.value.topic == "chat"
     assert limits.abuse.take() and not limits.abuse.take()  # a budget of 0 still allows one
+    whisper = ClientFrame("whisper", id=2, topic="chat")
+    limits.check_whisper(whisper)  # its own budget: publishing spent none of it
+    with pytest.raises(ProtocolError, match="Whispers are limited to 2 a second") as refused:
+        limits.check_whisper(whisper)
+    assert (refused.value.code, refused.value.id) == ("rate_limited", 2)
