@@ -101,3 +101,16 @@ test("the transport alone: subscribe and unsubscribe reopen the stream, nothing 
   assert.equal(EventSource.instances.length, 1);
   assert.equal(transport.isOpen, true);
 });
+
+test("over SSE, presence is asked with presence=1 and its events reach the subscription", async () => {
+  const { consumer, source } = sseSetup({ transport: "sse" });
+  const subscription = consumer.subscribe("orders:1", { presence: true });
+  await Promise.resolve();
+  assert.equal(source().url, "http://site/events/?topic=orders%3A1&presence=1");
+  source().open();
+  source().emit("presence", { type: "presence", topic: "orders:1", members: [{ user: 1, name: "Ann", info: {} }], count: 1 });
+  assert.equal(subscription.presence.count, 1);
+  source().emit("presence_diff", { type: "presence_diff", topic: "orders:1", joins: [], leaves: [{ user: 1, name: "Ann", info: {} }], count: 0 });
+  assert.equal(subscription.presence.members.size, 0);
+  assert.equal(subscription.whisper("x"), false); // whispers are for WebSockets only
+});
