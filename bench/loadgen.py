@@ -231,6 +231,7 @@ async def open_clients(
     stats: Stats,
     concurrency: int,
     sse: bool = False,
+    topic_prefix: str | None = None,
 ) -> tuple[list[Client], float]:
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(concurrency)
@@ -242,9 +243,10 @@ async def open_clients(
             ready = loop.create_future()
             origin = f"http://{url.hostname}:{url.port}"
             kind = SseClient if sse else Client
-            client = kind(
-                f"{url.hostname}:{url.port}", url.path or "/", origin, subscribe, stats, ready
-            )
+            own = subscribe
+            if topic_prefix is not None:  # a topic of its own: <prefix><k>
+                own = json.dumps({"type": "subscribe", "topic": f"{topic_prefix}{k}"})
+            client = kind(f"{url.hostname}:{url.port}", url.path or "/", origin, own, stats, ready)
             for attempt in range(5):
                 try:
                     await loop.create_connection(lambda: client, url.hostname, url.port)
@@ -275,6 +277,9 @@ async def main() -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--topic", help="subscribe to this topic after the handshake")
     parser.add_argument(
+        "--topic-prefix", help="each client k subscribes to its own topic <prefix><k> instead"
+    )
+    parser.add_argument(
         "--drain",
         type=float,
         default=10.0,
@@ -299,8 +304,10 @@ async def main() -> None:
     raise_fd_limit()
     stats = Stats(args.clients, max(args.count, 1))
     subscribe = json.dumps({"type": "subscribe", "topic": args.topic}) if args.topic else None
+    if args.topic_prefix is not None:
+        subscribe = "per-client"  # made for each client by open_clients
     clients, open_seconds = await open_clients(
-        args.url, args.clients, subscribe, stats, args.concurrency, args.sse
+        args.url, args.clients, subscribe, stats, args.concurrency, args.sse, args.topic_prefix
     )
     subscribe_seconds = 0.0
     if subscribe is not None:

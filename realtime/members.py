@@ -31,6 +31,7 @@ logger = logging.getLogger("realtime.members")
 
 MAX_MEMBERS = 100  # members listed in a presence frame (count covers everyone)
 BATCH = 0.1  # seconds a presence change waits for others before the diff is sent
+CROWD, CROWD_BATCH = 100, 0.5  # with this many listeners on a hub, diffs wait longer
 BEAT, ALIVE, REFRESH = 1.0, 5.0, 2.0
 ROSTER_TTL = 60  # a roster hash nobody renews goes away
 
@@ -64,6 +65,7 @@ class Roster:
         self.tracked: dict[str, dict[Any, dict | None]] = {}  # slug → subscriber → member
         self.leaving: dict[str, dict[Any, tuple[float, dict]]] = {}  # slug → user → (until, m)
         self.listeners: dict[str, set[Any]] = {}
+        self.joining: dict[str, set[Any]] = {}  # listeners waiting for their first roster
         self.shown: dict[str, tuple[dict[Any, dict], int]] = {}  # slug → (members, count)
         self.dirty: set[str] = set()
         self.pending: set[str] = set()  # changed topics whose refresh is scheduled
@@ -98,6 +100,11 @@ class Roster:
 
     def drop(self, slug: str, subscriber: Any) -> None:
         """``subscriber`` left ``slug`` (the hub calls this for every leave)."""
+        joining = self.joining.get(slug)
+        if joining is not None:
+            joining.discard(subscriber)
+            if not joining:
+                del self.joining[slug]
         listening = self.listeners.get(slug)
         if listening is not None:
             listening.discard(subscriber)
@@ -172,26 +179,23 @@ class Roster:
     # --- listeners -----------------------------------------------------------------------------
 
     async def listen(self, slug: str, subscriber: Any) -> None:
-        """Send ``subscriber`` who is here now, then a diff whenever it changes."""
+        """Send ``subscriber`` who is here (with the next batch: one read of the roster serves
+        every listener that joined meanwhile), then a diff whenever it changes."""
         await self.flushed()
-        async with self._lock(slug):
-            await self._refresh(slug)
-            members, count = self.shown[slug]
-            self._send(
-                subscriber, protocol.PRESENCE, protocol.presence(slug, _listed(members), count)
-            )
-            self.listeners.setdefault(slug, set()).add(subscriber)
+        self.joining.setdefault(slug, set()).add(subscriber)
+        self.changed(slug)
 
     def changed(self, slug: str) -> None:
         """A hub wrote the topic's roster: read it again soon, if anyone here listens."""
-        if slug in self.listeners and slug not in self.pending:
+        if (slug in self.listeners or slug in self.joining) and slug not in self.pending:
             self.pending.add(slug)
             self._spawn(self._refresh_later(slug))
 
     async def _refresh_later(self, slug: str) -> None:
-        await asyncio.sleep(BATCH)
+        crowded = len(self.listeners.get(slug, ())) >= CROWD
+        await asyncio.sleep(CROWD_BATCH if crowded else BATCH)
         self.pending.discard(slug)
-        if slug in self.listeners:
+        if slug in self.listeners or slug in self.joining:
             async with self._lock(slug):
                 await self._refresh(slug)
 
@@ -204,18 +208,31 @@ class Roster:
             if slug not in self.shown:
                 entry = self.entry(slug)
                 self.shown[slug] = ({m["user"]: m for m in entry["m"]}, entry["c"])
+            self._welcome(slug)
             return
         before = self.shown.get(slug)
         self.shown[slug] = (members, count)
-        if before is None:
+        if before is not None:
+            old, new = _visible(before[0]), _visible(members)
+            joins = [new[user] for user in new if user not in old]
+            leaves = [old[user] for user in old if user not in new]
+            if joins or leaves or count != before[1]:
+                text = protocol.presence_diff(slug, joins, leaves, count)
+                for subscriber in list(self.listeners.get(slug, ())):
+                    self._send(subscriber, protocol.PRESENCE_DIFF, text)
+        self._welcome(slug)
+
+    def _welcome(self, slug: str) -> None:
+        """New listeners get the whole roster as now shown, then the diffs from it."""
+        joining = self.joining.pop(slug, None)
+        if not joining:
             return
-        old, new = _visible(before[0]), _visible(members)
-        joins = [new[user] for user in new if user not in old]
-        leaves = [old[user] for user in old if user not in new]
-        if joins or leaves or count != before[1]:
-            text = protocol.presence_diff(slug, joins, leaves, count)
-            for subscriber in list(self.listeners.get(slug, ())):
-                self._send(subscriber, protocol.PRESENCE_DIFF, text)
+        members, count = self.shown[slug]
+        text = protocol.presence(slug, _listed(members), count)
+        listeners = self.listeners.setdefault(slug, set())
+        for subscriber in joining:
+            self._send(subscriber, protocol.PRESENCE, text)
+            listeners.add(subscriber)
 
     async def read(self, slug: str) -> tuple[dict[Any, dict], int]:
         """Every live hub's members of ``slug`` (each user once) and their connections."""

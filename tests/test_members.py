@@ -49,6 +49,21 @@ async def settle(*hubs: FakeHub) -> None:
         await hub.roster.flushed()
 
 
+async def until(condition, timeout: float = 3.0) -> None:
+    """Wait (polling) until ``condition()`` holds; fail after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def listening(hub: FakeHub) -> Listener:
+    """A listener on TOPIC that has its first roster."""
+    listener = Listener()
+    await hub.roster.listen(TOPIC, listener)
+    await until(lambda: listener.frames)
+    return listener
+
+
 async def test_one_member_per_user_across_hubs_and_every_connection_counted(hubs):
     a, b = hubs
     a.roster.track(TOPIC, object(), member(1, "Ann"))
@@ -56,8 +71,7 @@ async def test_one_member_per_user_across_hubs_and_every_connection_counted(hubs
     b.roster.track(TOPIC, object(), member(2, "Bob"))
     b.roster.track(TOPIC, object(), None)  # anonymous: counted, not listed
     await settle(a, b)
-    listener = Listener()
-    await a.roster.listen(TOPIC, listener)
+    listener = await listening(a)
     (frame,) = listener.frames
     assert frame["type"] == "presence" and frame["count"] == 4
     assert sorted(m["name"] for m in frame["members"]) == ["Ann", "Bob"]
@@ -66,19 +80,18 @@ async def test_one_member_per_user_across_hubs_and_every_connection_counted(hubs
 async def test_a_leave_waits_for_the_grace_and_a_return_within_it_shows_nothing(hubs, settings):
     settings.REALTIME = {"PRESENCE_GRACE": 5}
     a, b = hubs
-    listener = Listener()
-    await a.roster.listen(TOPIC, listener)
+    listener = await listening(a)
     tab = object()
     b.roster.track(TOPIC, tab, member(2, "Bob"))
     await settle(b)
     a.roster.changed(TOPIC)
-    await asyncio.sleep(members.BATCH + 0.2)
+    await until(lambda: len(listener.frames) == 2)
     assert listener.frames[-1]["joins"] == [member(2, "Bob")]
     b.roster.drop(TOPIC, tab)  # a reload: gone, and back within the grace
     b.roster.track(TOPIC, object(), member(2, "Bob"))
     await settle(b)
     a.roster.changed(TOPIC)
-    await asyncio.sleep(members.BATCH + 0.2)
+    await asyncio.sleep(members.BATCH * 3)  # a leave would have been sent by now
     assert all(not f.get("leaves") for f in listener.frames)
     # Gone for good: listed until the grace ends, then a leave.
     b.roster.drop(TOPIC, next(iter(b.roster.tracked[TOPIC])))
@@ -87,15 +100,14 @@ async def test_a_leave_waits_for_the_grace_and_a_return_within_it_shows_nothing(
     await b.roster.beat(time.monotonic() + 6)
     await settle(b)
     a.roster.changed(TOPIC)
-    await asyncio.sleep(members.BATCH + 0.2)
+    await until(lambda: listener.frames[-1].get("leaves"))
     assert listener.frames[-1]["leaves"] == [member(2, "Bob")]
     assert listener.frames[-1]["count"] == 0
 
 
 async def test_a_dead_hubs_members_leave_and_its_field_is_removed(hubs, redis_url):
     a, b = hubs
-    listener = Listener()
-    await a.roster.listen(TOPIC, listener)
+    listener = await listening(a)
     b.roster.track(TOPIC, object(), member(3, "Cy"))
     await settle(b)
     await a.roster.refresh_all()
@@ -112,8 +124,7 @@ async def test_a_crowd_lists_the_first_hundred_and_counts_everyone(hubs):
     for user in range(150):
         b.roster.track(TOPIC, object(), member(user, f"user {user}"))
     await settle(b)
-    listener = Listener()
-    await a.roster.listen(TOPIC, listener)
+    listener = await listening(a)
     (frame,) = listener.frames
     assert len(frame["members"]) == members.MAX_MEMBERS and frame["count"] == 150
     assert [m["user"] for m in frame["members"]] == list(range(100))
@@ -137,3 +148,17 @@ def avatar(user) -> dict:
 
 def broken(user) -> dict:
     raise RuntimeError("no avatar service")
+
+
+async def test_a_crowd_joining_shares_roster_reads_and_diffs(hubs):
+    a, b = hubs
+    listeners = []
+    for user in range(50):  # fifty tabs subscribe with presence in the same moment
+        a.roster.track(TOPIC, object(), member(user, f"user {user}"))
+        listener = Listener()
+        listeners.append(listener)
+        await a.roster.listen(TOPIC, listener)
+    await until(lambda: all(listener.frames for listener in listeners))
+    assert all(len(listener.frames) == 1 for listener in listeners)  # one roster each
+    assert {listener.frames[0]["count"] for listener in listeners} == {50}
+    assert a.roster.frames == 50  # no diff per join
