@@ -232,6 +232,7 @@ async def open_clients(
     concurrency: int,
     sse: bool = False,
     topic_prefix: str | None = None,
+    topic_offset: int = 0,
 ) -> tuple[list[Client], float]:
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(concurrency)
@@ -245,7 +246,9 @@ async def open_clients(
             kind = SseClient if sse else Client
             own = subscribe
             if topic_prefix is not None:  # a topic of its own: <prefix><k>
-                own = json.dumps({"type": "subscribe", "topic": f"{topic_prefix}{k}"})
+                own = json.dumps(
+                    {"type": "subscribe", "topic": f"{topic_prefix}{k + topic_offset}"}
+                )
             client = kind(f"{url.hostname}:{url.port}", url.path or "/", origin, own, stats, ready)
             for attempt in range(5):
                 try:
@@ -280,6 +283,9 @@ async def main() -> None:
         "--topic-prefix", help="each client k subscribes to its own topic <prefix><k> instead"
     )
     parser.add_argument(
+        "--topic-offset", type=int, default=0, help="with --topic-prefix: k starts here"
+    )
+    parser.add_argument(
         "--drain",
         type=float,
         default=10.0,
@@ -307,7 +313,14 @@ async def main() -> None:
     if args.topic_prefix is not None:
         subscribe = "per-client"  # made for each client by open_clients
     clients, open_seconds = await open_clients(
-        args.url, args.clients, subscribe, stats, args.concurrency, args.sse, args.topic_prefix
+        args.url,
+        args.clients,
+        subscribe,
+        stats,
+        args.concurrency,
+        args.sse,
+        args.topic_prefix,
+        args.topic_offset,
     )
     subscribe_seconds = 0.0
     if subscribe is not None:

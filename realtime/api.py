@@ -8,6 +8,10 @@ Two ways in:
 - the visitor's session (the JS client publishing over HTTP when it runs on Server-Sent
   Events): CSRF applies, as for any form; the topic must allow visitors to publish.
 
+A family's topic (``orders:42``) is published to like any other: the family's rules decide for
+visitors, a token scoped to the family (or to every topic) may, and the first publish makes
+its row.
+
 ``Idempotency-Key`` (1-100 characters): the same key with the same token (or session) within
 24 hours answers 201 with the first publish's topic and seq and stores nothing new; a key
 used for another topic is refused (400 ``bad_request``). A token revoked while a request is
@@ -114,11 +118,12 @@ def publish_view(request: HttpRequest, slug: str) -> JsonResponse:
         return error_response(
             400, "bad_request", f"Idempotency-Key must be 1-{protocol.MAX_KEY_CHARS} characters."
         )
-    topic = (
-        Topic.objects.filter(slug=slug, enabled=True).first()
-        if protocol.is_valid_slug(slug)
-        else None
-    )
+    topic = None
+    if protocol.is_valid_topic(slug):
+        # A family's topic nobody has published to yet: its rules decide; the publish makes it.
+        topic = Topic.objects.filter(slug=slug).first() or Topic.unsaved(slug)
+        if topic is not None and not topic.enabled:
+            topic = None
     user = None if token is not None else request.user
     if topic is None or (token is None and not topic.can_read(user)):
         return error_response(404, "not_found", f"No topic {slug!r}.")

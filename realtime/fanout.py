@@ -1,4 +1,5 @@
-"""Every Redis write of the app: topic messages, heads, access changes, presence, the lock.
+"""Every Redis write of the app: topic messages, heads, access changes, presence counts, the lock
+(who is here and whispers are written by the hub's roster, ``realtime.members``).
 
 A stored message becomes one Redis PUBLISH carrying its frame, already serialised, so no
 process or connection re-encodes it (``realtime.engine`` is the receiving side). Redis is a fast

@@ -26,9 +26,18 @@ def new_secret() -> str:
 
 
 @transaction.atomic
-def create(name: str, topics: Iterable[str] = ()) -> tuple[ApiToken, str]:
-    """A new token named ``name`` for ``topics`` (slugs; none: every topic); returns it and
-    its secret. Raises ``ValueError`` for a taken name or an unknown topic."""
+def create(
+    name: str, topics: Iterable[str] = (), families: Iterable[str] = ()
+) -> tuple[ApiToken, str]:
+    """A new token named ``name`` for ``topics`` (slugs) and the topics of ``families`` (none
+    of either: every topic); returns it and its secret. Raises ``ValueError`` for a taken
+    name, an unknown topic or an undeclared family."""
+    from realtime import families as declared
+
+    unknown = sorted({f for f in families if declared.get(f) is None})
+    if unknown:
+        names = ", ".join(f.name for f in declared.all_families())
+        raise ValueError(f"No family {', '.join(map(repr, unknown))}; declared: {names}.")
     name = name.strip()
     if not name or len(name) > 100:
         raise ValueError("A token needs a name of 1-100 characters.")
@@ -40,7 +49,12 @@ def create(name: str, topics: Iterable[str] = ()) -> tuple[ApiToken, str]:
     if missing:
         raise ValueError(f"No topic {', '.join(map(repr, missing))}.")
     secret = new_secret()
-    token = ApiToken.objects.create(name=name, prefix=secret[:10], token_hash=digest(secret))
+    token = ApiToken.objects.create(
+        name=name,
+        prefix=secret[:10],
+        token_hash=digest(secret),
+        families=" ".join(sorted(set(families))),
+    )
     token.topics.set(found)
     return token, secret
 

@@ -172,6 +172,7 @@ def test_tokens_command_refuses_what_it_cannot_do(site):
     for args, message in [
         (["tokens", "add", "dup"], "already a token named 'dup'"),
         (["tokens", "add", "x", "--topic", "nope"], "No topic 'nope'"),
+        (["tokens", "add", "x", "--family", "nope"], "No family 'nope'"),
         (["tokens", "revoke", "ghost"], "No token named 'ghost'"),
         (["tokens"], "required"),
     ]:
@@ -245,3 +246,22 @@ async def test_a_key_reused_on_a_socket_for_another_topic_is_refused(site):
     assert refused["type"] == "error" and refused["code"] == "bad_request", refused
     assert refused["id"] == 2 and refused["topic"] == "lobby" and "'chat'" in refused["message"]
     assert count(site, "lobby") == 0
+
+
+def test_a_token_scoped_to_a_family_publishes_to_its_topics_and_makes_them(site):
+    args = ["tokens", "add", "jobs", "--family", "services"]
+    secret = manage(site.env, *args).stdout.strip().splitlines()[-1]
+    auth = {"Authorization": f"Bearer {secret}"}
+    got = post(url(site, "services:new-api"), '{"data": {"up": true}}', auth)
+    assert got[0] == 201 and got[1] == {"topic": "services:new-api", "seq": 1}
+    assert post(url(site, "news"), '{"data": 1}', auth)[0] == 403  # not in its scope
+    assert post(url(site, "services:bad%20key"), '{"data": 1}', auth)[0] == 404
+    assert post(url(site, "nofamily:1"), '{"data": 1}', auth)[0] == 404
+    # A visitor's session: the family's rules (services: readable, not publishable).
+    browser = Browserless(site.url)
+    browser.opener.open(site.url + "/topics/chat/", timeout=10).read()
+    csrf = browser.cookie("csrftoken")
+    headers = {"X-CSRFToken": csrf, "Referer": site.url + "/", "Cookie": f"csrftoken={csrf}"}
+    got = post(url(site, "services:new-api"), '{"data": 1}', headers)
+    assert got[0] == 403 and got[1]["error"] == "forbidden"
+    assert "services:*" in manage(site.env, "tokens", "list").stdout

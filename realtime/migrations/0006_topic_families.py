@@ -4,6 +4,15 @@ import django.core.validators
 from django.db import migrations, models
 
 
+def demo_chat_shows_who_is_here(apps, schema_editor):
+    """The demo's chat (a topic visitors publish to, made by seeddemo) gets presence and
+    whispers, as a new demo does."""
+    Topic = apps.get_model("realtime", "Topic")
+    Topic.objects.filter(slug="chat", visitor_publish=True, private=False).update(
+        presence=True, whispers=True
+    )
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -41,4 +50,5 @@ class Migration(migrations.Migration):
             name='slug',
             field=models.CharField(max_length=200, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9][a-z0-9_-]{0,79}\\Z', "A topic slug is 1-80 characters: lowercase letters, digits, '-' and '_', starting with a letter or digit.")]),
         ),
-    ]
+        migrations.RunPython(demo_chat_shows_who_is_here, migrations.RunPython.noop),
+]

@@ -6,7 +6,8 @@ from realtime.models import ApiToken
 
 class Command(BaseCommand):
     help = (
-        "Tokens of the HTTP publish API: tokens add NAME [--topic SLUG ...] (prints the token "
+        "Tokens of the HTTP publish API: tokens add NAME [--topic SLUG ...] [--family NAME ...] "
+        "(prints the token "
         "once, as the last line), tokens list, tokens revoke NAME."
     )
 
@@ -21,6 +22,13 @@ class Command(BaseCommand):
             metavar="SLUG",
             help="A topic it may publish to (repeat for several; none: every topic).",
         )
+        add.add_argument(
+            "--family",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="A family to whose topics (NAME:key) it may publish (repeat for several).",
+        )
         sub.add_parser("list", help="List tokens (never their secrets).")
         revoke = sub.add_parser("revoke", help="Revoke a token by name.")
         revoke.add_argument("name")
@@ -28,10 +36,11 @@ class Command(BaseCommand):
     def handle(self, *args, action=None, **options):
         if action == "add":
             try:
-                token, secret = tokens.create(options["name"], options["topic"])
+                token, secret = tokens.create(options["name"], options["topic"], options["family"])
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
-            scope = ", ".join(options["topic"]) or "every topic"
+            named = options["topic"] + [f"{f}:*" for f in options["family"]]
+            scope = ", ".join(named) or "every topic"
             self.stderr.write(f"Token {token.name!r} for {scope}; keep it, it is not shown again:")
             self.stdout.write(secret)
         elif action == "revoke":
@@ -50,7 +59,11 @@ class Command(BaseCommand):
                 (
                     token.name,
                     token.prefix + "…",
-                    ",".join(t.slug for t in token.topics.all()) or "*",
+                    ",".join(
+                        [t.slug for t in token.topics.all()]
+                        + [f"{f}:*" for f in sorted(token.family_names)]
+                    )
+                    or "*",
                     token.created_at.strftime("%Y-%m-%d %H:%M"),
                     token.last_used_at.strftime("%Y-%m-%d %H:%M") if token.last_used_at else "-",
                     "active" if token.active else "revoked",
