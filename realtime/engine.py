@@ -38,14 +38,12 @@ import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 
 from realtime import keys, metrics
+from realtime.subscriptions import TopicChannels
 from realtime.wire import Frame
 
 logger = logging.getLogger("realtime.engine")
 
 RECONNECT_MIN, RECONNECT_MAX = 0.1, 5.0
-LINGER = 5.0  # seconds a topic stays subscribed in Redis after its last local subscriber
-MAX_LINGERING = 10_000  # beyond this many lingering topics, unsubscribe at once
-LINGER_AFTER = 1.0  # only topics held this long linger (a subscribe-unsubscribe churn does not)
 
 
 class Subscriber(Protocol):
@@ -108,16 +106,7 @@ class Hub:
         self._topic_prefix = keys.topic_channel(prefix, "")
         self._heads = keys.heads_channel(prefix).encode()
         self._access = keys.access_channel(prefix).encode()
-        # Per-topic Redis subscriptions: confirmed by Redis, asked for (not yet confirmed),
-        # to ask for / to drop (the batch the subscription task sends next), kept a little
-        # after their last subscriber left (slug → when to drop them).
-        self.confirmed: set[str] = set()
-        self.requested: set[str] = set()
-        self.to_subscribe: set[str] = set()
-        self.lingering: dict[str, float] = {}
-        self.held_since: dict[str, float] = {}
-        self.waiters: dict[str, list[asyncio.Future]] = {}
-        self.changes = asyncio.Event()
+        self.channels = TopicChannels()  # which topic channels Redis sends this hub
         self.channel_messages = 0  # topic messages read from Redis (each hub reads its share)
         from realtime.members import Roster  # presence: who is here, per topic
 
@@ -132,11 +121,7 @@ class Hub:
         subscribers = self.topics.get(slug)
         if subscribers is None:
             subscribers = self.topics[slug] = set()
-            if self.lingering.pop(slug, None) is None:
-                self.held_since[slug] = time.monotonic()
-            if slug not in self.requested:
-                self.to_subscribe.add(slug)
-                self.changes.set()
+            self.channels.hold(slug)
         subscribers.add(subscriber)
         self.presence_dirty = True
         self.start()
@@ -147,16 +132,7 @@ class Hub:
             subscribers.discard(subscriber)
             if not subscribers:
                 del self.topics[slug]
-                self.to_subscribe.discard(slug)
-                now = time.monotonic()
-                held = now - self.held_since.pop(slug, now)
-                if slug in self.requested:
-                    # A topic held a while lingers (a reload does not churn Redis); a topic
-                    # just tried, or one too many, is dropped at the next batch.
-                    linger = held >= LINGER_AFTER and len(self.lingering) < MAX_LINGERING
-                    self.lingering[slug] = now + LINGER if linger else 0.0
-                    if not linger:
-                        self.changes.set()
+                self.channels.release(slug)
             self.presence_dirty = True
         self.roster.drop(slug, subscriber)
 
@@ -164,31 +140,9 @@ class Hub:
         """Wait until Redis confirmed the subscription to ``slug``'s channel (True): from
         then on every message of the topic reaches this hub. False after ``timeout``."""
         self.start()
-        if slug in self.confirmed and self.ready.is_set():
+        if self.ready.is_set() and slug in self.channels.confirmed:
             return True
-        future = asyncio.get_running_loop().create_future()
-        self.waiters.setdefault(slug, []).append(future)
-        try:
-            await asyncio.wait_for(future, timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            waiting = self.waiters.get(slug)
-            if waiting is not None and future in waiting:
-                waiting.remove(future)
-                if not waiting:
-                    del self.waiters[slug]
-
-    def _confirmed(self, slug: str) -> None:
-        if slug in self.confirmed and slug in self.topics and self.read_heads is not None:
-            # Confirmed again without a new batch: redis-py reconnected by itself; what was
-            # published meanwhile is read from the database.
-            asyncio.get_running_loop().create_task(self.resync([slug]))
-        self.confirmed.add(slug)
-        for future in self.waiters.pop(slug, ()):
-            if not future.done():
-                future.set_result(True)
+        return await self.channels.wait(slug, timeout)
 
     def connected(self, client: Client) -> None:
         """A local connection opened (told of access changes and of the shutdown)."""
@@ -202,7 +156,7 @@ class Hub:
 
     def head(self, slug: str) -> int | None:
         """The topic's latest seq, when this hub knows it for sure."""
-        if self.ready.is_set() and slug in self.confirmed:
+        if self.ready.is_set() and slug in self.channels.confirmed:
             return self.heads.get(slug)
         return None
 
@@ -213,7 +167,7 @@ class Hub:
     def seed(self, slug: str, seq: int, epoch: int | None) -> None:
         """Record ``seq`` as read from the database while subscription ``epoch`` was active:
         every later message of the topic reaches this hub, so it can keep the head current."""
-        if epoch is not None and epoch == self.epoch() and slug in self.confirmed:
+        if epoch is not None and epoch == self.epoch() and slug in self.channels.confirmed:
             if seq > self.heads.get(slug, -1):
                 self.heads[slug] = seq
 
@@ -241,7 +195,7 @@ class Hub:
             "connections": len(self.connections),
             "subscriptions": sum(len(s) for s in self.topics.values()),
             "frames": self.delivered,
-            "channels": len(self.confirmed),
+            "channels": len(self.channels.confirmed),
             "read": self.channel_messages,
             "state": "subscribed" if self.ready.is_set() else "resyncing",
         }
@@ -286,6 +240,12 @@ class Hub:
     def _channel(self, slug: str) -> bytes:
         return (self._topic_prefix + slug).encode()
 
+    def _confirmed(self, slug: str) -> None:
+        if self.channels.confirm(slug) and slug in self.topics and self.read_heads is not None:
+            # Confirmed again without a new batch: redis-py reconnected by itself; what was
+            # published meanwhile is read from the database.
+            asyncio.get_running_loop().create_task(self.resync([slug]))
+
     async def _run(self) -> None:
         delay = RECONNECT_MIN
         while True:
@@ -295,9 +255,8 @@ class Hub:
             try:
                 # Every held topic, then heads, then access: Redis confirms in order, so the
                 # access confirmation means every channel of this batch is active.
-                held = set(self.topics) | set(self.lingering)
-                self.to_subscribe.clear()
-                self.requested = set(held)
+                held = self.channels.held(self.topics)
+                self.channels.connecting(held)
                 await pubsub.subscribe(*(self._channel(s) for s in held), self._heads, self._access)
                 manager = asyncio.get_running_loop().create_task(self._manage(pubsub))
                 loop = asyncio.get_running_loop()
@@ -336,9 +295,7 @@ class Hub:
                         elif channel != self._heads:
                             self._confirmed(channel[len(self._topic_prefix) :].decode())
                     elif kind == "unsubscribe" and channel.startswith(self._topic_prefix.encode()):
-                        slug = channel[len(self._topic_prefix) :].decode()
-                        if slug not in self.requested:  # not asked for again meanwhile
-                            self.confirmed.discard(slug)
+                        self.channels.unsubscribed(channel[len(self._topic_prefix) :].decode())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -354,8 +311,7 @@ class Hub:
                 if manager is not None:
                     manager.cancel()
                 self.ready.clear()
-                self.confirmed.clear()
-                self.requested.clear()
+                self.channels.lost()
                 await _close_quietly(pubsub, client)
 
     async def _manage(self, pubsub: Any) -> None:
@@ -368,26 +324,19 @@ class Hub:
             logger.debug("hub %s: subscription batches ended (%s)", self.id, exc)
 
     async def _batches(self, pubsub: Any) -> None:
+        changes = self.channels.changes
         while True:
             try:
-                await asyncio.wait_for(self.changes.wait(), timeout=1.0)
+                await asyncio.wait_for(changes.wait(), timeout=1.0)
             except TimeoutError:
                 pass
-            self.changes.clear()
-            batch = [slug for slug in self.to_subscribe if slug not in self.requested]
-            self.to_subscribe.clear()
-            if batch:
-                self.requested.update(batch)
-                await pubsub.subscribe(*(self._channel(slug) for slug in batch))
-            now = time.monotonic()
-            expired = [slug for slug, until in self.lingering.items() if until <= now]
-            if expired:
-                for slug in expired:
-                    del self.lingering[slug]
-                    self.requested.discard(slug)
-                    self.confirmed.discard(slug)  # a subscribe from now on waits for Redis
+            subscribe, unsubscribe = self.channels.next_batch(time.monotonic())
+            if subscribe:
+                await pubsub.subscribe(*(self._channel(slug) for slug in subscribe))
+            if unsubscribe:
+                for slug in unsubscribe:
                     self.heads.pop(slug, None)  # no longer kept current
-                await pubsub.unsubscribe(*(self._channel(slug) for slug in expired))
+                await pubsub.unsubscribe(*(self._channel(slug) for slug in unsubscribe))
 
     async def subscribed(self) -> None:
         """The Redis subscription is (again) active: resync what may have been missed."""
