@@ -10,12 +10,13 @@ from tests.helpers.processes import PYTHON, ROOT, env_for, manage
 WORKERS, EACH = 4, 40
 
 
-def run_parallel_publishers(env: dict[str, str]) -> list[int]:
+def run_parallel_publishers(env: dict[str, str], topic: str = "race") -> list[int]:
     manage(env, "migrate", "--noinput")
-    manage(env, "topics", "add", "race")
+    if ":" not in topic:  # a family's topic is made by its first publish
+        manage(env, "topics", "add", topic)
     workers = [
         subprocess.Popen(
-            [PYTHON, "tests/helpers/publisher.py", "race", str(EACH)],
+            [PYTHON, "tests/helpers/publisher.py", topic, str(EACH)],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
@@ -44,9 +45,11 @@ def run_parallel_publishers(env: dict[str, str]) -> list[int]:
                 w.kill()
 
 
-def check_store(env: dict[str, str]) -> None:
+def check_store(env: dict[str, str], topic: str = "race") -> None:
     out = manage(env, "topics").stdout
-    row = next(line.split() for line in out.splitlines() if line.startswith("race"))
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == [topic]]
+    assert len(rows) == 1  # one row, however many processes published first at once
+    row = rows[0]
     assert row[-2:] == [str(WORKERS * EACH), str(WORKERS * EACH)]  # last seq, message count
 
 
@@ -62,3 +65,19 @@ def test_parallel_publishers_on_postgresql_get_gapless_unique_seqs(postgres_data
     seqs = run_parallel_publishers(env)
     assert sorted(seqs) == list(range(1, WORKERS * EACH + 1))
     check_store(env)
+
+
+def test_parallel_first_publishes_to_a_family_topic_make_one_row_on_postgresql(
+    postgres_database, redis_url
+):
+    env = env_for(postgres_database, redis_url)
+    seqs = run_parallel_publishers(env, "services:race")
+    assert sorted(seqs) == list(range(1, WORKERS * EACH + 1))
+    check_store(env, "services:race")
+
+
+def test_parallel_first_publishes_to_a_family_topic_make_one_row_on_sqlite(tmp_path, redis_url):
+    env = env_for(f"sqlite:///{tmp_path / 'race.sqlite3'}", redis_url)
+    seqs = run_parallel_publishers(env, "services:race")
+    assert sorted(seqs) == list(range(1, WORKERS * EACH + 1))
+    check_store(env, "services:race")
