@@ -139,22 +139,20 @@ class Connection:
     ) -> None:
         """Start (or confirm) a subscription; raises ``ProtocolError`` for the client.
         ``presence``: also send who is here, then every change."""
-        stream = self.streams.get(slug)
-        resubscribe = stream is not None
-        if stream is None:
-            # Listen first, then read: anything stored after the read arrives from the hub
-            # (until then the new stream is busy, and live frames only raise its target).
-            stream = self.topics.listen(slug)
-            await self.hub.wait_topic(slug, HUB_READY_TIMEOUT)
-        try:
-            found = await topics.access(slug, self.user, cache=self.rules)
-        except Exception:
-            if not resubscribe:
-                self.topics.leave(slug)
-            raise
+        resubscribe = slug in self.streams
+        # Access first: a refused subscribe never reaches Redis (a visitor trying keys).
+        found = await topics.access(slug, self.user, cache=self.rules)
         if found.topic is None:
             self.topics.leave(slug)  # access is checked again on every subscribe
             raise not_found(slug, id)
+        stream = self.streams.get(slug)
+        if stream is None:
+            resubscribe = False
+            # Listen first, then read the seq: anything stored after the read arrives from
+            # the hub (until then the new stream is busy, and live frames only raise its
+            # target).
+            stream = self.topics.listen(slug)
+            await self.hub.wait_topic(slug, HUB_READY_TIMEOUT)
         if resubscribe:
             # Already subscribed: confirm; nothing already sent is sent again.
             latest = await topics.latest_seq(found.topic.pk)

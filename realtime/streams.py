@@ -71,11 +71,17 @@ class TopicStreams:
         """Set a new subscription's starting position (already listening; nothing sent):
         return the topic's latest seq and ``recovered``."""
         stream.topic_id = topic.pk
+        if topic.pk is None:
+            # A family topic read before its first publish: the row may exist by now (read
+            # after listening, so a first message stored before the listen is not missed).
+            stream.topic_id = await topics.topic_id(slug)
         stream.state = topic.is_state
-        latest = await self._latest(slug, topic.pk, since)
+        latest = await self._latest(slug, stream.topic_id, since)
         recovered = stream.start(since, latest, topic.backlog)
         if recovered is None:
-            recovered = await topics.first_retained_seq(topic.pk, stream.last) == stream.last + 1
+            recovered = await topics.first_retained_seq(stream.topic_id, stream.last) == (
+                stream.last + 1
+            )
         return latest, recovered
 
     async def announce(
@@ -86,7 +92,7 @@ class TopicStreams:
         logger.info("subscribe %s topic=%s seq=%s", self.label, slug, latest)
         await self._catch_up(slug, stream)
 
-    async def _latest(self, slug: str, topic_id: int, since: int | None) -> int:
+    async def _latest(self, slug: str, topic_id: int | None, since: int | None) -> int:
         """The topic's latest seq: from the hub when it tracks it, else from the database
         (read after listening, so nothing published later can be missed). A ``since`` beyond
         the hub's head may come from a client of another process that saw a message this
