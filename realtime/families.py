@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from realtime import protocol
@@ -57,7 +57,9 @@ class Family:
     backlog: int | None = None  # None: REALTIME['DEFAULT_BACKLOG']
     retention: int | None = None  # None: REALTIME['DEFAULT_RETENTION']
     title: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The template its messages are rendered with (``realtime/messages/<family>.html`` if
+    # None; see realtime.rendering).
+    template: str | None = None
 
     def topic(self, key: str) -> str:
         """The topic name of ``key`` (``ValueError`` when the key is not allowed)."""
@@ -129,6 +131,7 @@ def family(name: str, **options: Any) -> Callable[[Any], Any]:
                 "backlog",
                 "retention",
                 "title",
+                "template",
             ):
                 if attribute in vars(target):
                     value = vars(target)[attribute]

@@ -1,8 +1,9 @@
 """Messages rendered by their topic's template, once per message, when they are stored.
 
 The template is ``realtime/messages/<slug>.html`` when it exists (for a family's topic
-``family:key``: ``realtime/messages/<family>.html``), else ``realtime/messages/default.html``
-(a project's ``templates/`` overrides the app's, as in the Django admin). Context: ``message``
+``family:key``: the family's ``template``, else ``realtime/messages/<family>.html``), else
+``realtime/messages/default.html`` (a project's ``templates/`` overrides the app's, as in the
+Django admin). Context: ``message``
 (``seq``, ``created_at``, ``source``, ``author``), ``data`` and ``topic``. Autoescaping is on:
 data never becomes markup. The rendering is stored with the message (``Message.html``) and
 carried by its frame (``html``), so live delivery, replays and gap fills send it without
@@ -16,6 +17,8 @@ from typing import Any
 
 from django.template.loader import select_template
 
+from realtime import families
+
 logger = logging.getLogger("realtime.rendering")
 
 MAX_HTML_CHARS = 20_000  # a rendering longer than this is not sent (data alone still is)
@@ -23,6 +26,9 @@ MAX_HTML_CHARS = 20_000  # a rendering longer than this is not sent (data alone 
 
 def template_names(slug: str) -> list[str]:
     name = slug.partition(":")[0]  # a family's topics share the family's template
+    declared = families.get(name) if ":" in slug else None
+    if declared is not None and declared.template:
+        return [declared.template, "realtime/messages/default.html"]
     return [f"realtime/messages/{name}.html", "realtime/messages/default.html"]
 
 

@@ -428,3 +428,21 @@ async def test_an_event_stream_sends_presence_with_presence_1(site):
     events = await asyncio.to_thread(read_events)
     assert "presence" in events and events[-1] == 2
     await ws.close()
+
+
+async def test_under_plain_daphne_family_topics_presence_and_whispers_work(live_site):
+    plain = live_site(scheduler=False, plain=True)  # daphne project.asgi:application
+    plain.order = int(plain.shell(MAKE_USERS).split()[-1])
+    topic = f"orders:{plain.order}"
+    ann = await signed_in(plain, "ann")
+    boss = await signed_in(plain, "boss")
+    for ws in (ann, boss):
+        await request(ws, {"type": "subscribe", "topic": topic, "presence": True})
+    roster = await frame_of(boss, "presence")
+    assert sorted(m["name"] for m in roster["members"]) == ["Ann Lee", "boss"]
+    await boss.send(json.dumps({"type": "whisper", "topic": topic, "data": "hi"}))
+    assert (await frame_of(ann, "whisper"))["data"] == "hi"
+    plain.shell(f"import realtime; realtime.publish({topic!r}, {{'status': 'shipped'}})")
+    assert (await frame_of(ann, "message", topic=topic))["seq"] == 1
+    for ws in (ann, boss):
+        await ws.close()

@@ -141,3 +141,15 @@ def test_a_token_scoped_to_a_family_publishes_to_its_topics_only(declared):
 def test_access_changed_refuses_what_is_no_name():
     with pytest.raises(ValueError, match="neither a topic name nor a family"):
         realtime.access_changed("orders:1 2")
+
+
+@pytest.mark.django_db
+def test_a_family_template_renders_its_messages(declared, settings, tmp_path):
+    (tmp_path / "jobs.html").write_text("<b>{{ data.done }}%</b> of {{ topic.slug }}")
+    settings.TEMPLATES = [
+        {**settings.TEMPLATES[0], "DIRS": [tmp_path, *settings.TEMPLATES[0].get("DIRS", [])]}
+    ]
+    declared("jobs", template="jobs.html")(lambda u, k: True)
+    assert realtime.publish("jobs:3", {"done": 40}).html == "<b>40%</b> of jobs:3"
+    declared("plain")(lambda u, k: True)
+    assert "40" in realtime.publish("plain:1", {"done": 40}).html  # the default template
