@@ -197,13 +197,7 @@ class Connection:
     async def whisper(self, slug: str, data: Any, id: Any = None) -> None:
         """Send ``data`` to the topic's other current subscribers, on every process: not
         stored, at most once, no answer unless refused."""
-        found = await topics.access(slug, self.user, cache=self.rules)
-        if found.topic is None:
-            raise not_found(slug, id)
-        if not await topics.rule(found.topic, "whisper", self.user, self.rules):
-            raise ProtocolError(
-                protocol.FORBIDDEN, f"You may not whisper on {slug!r}.", id=id, topic=slug
-            )
+        await self._allowed(slug, "whisper", id)
         problem = payload.problem(data)
         if problem is not None:
             raise ProtocolError(protocol.BAD_REQUEST, problem, id=id, topic=slug)
@@ -211,21 +205,26 @@ class Connection:
         text = protocol.whisper(slug, {"user": self.user_id, "name": name}, data)
         await self.hub.roster.signal(slug, keys.whisper_event(self.connection_id, text))
 
+    async def _allowed(self, slug: str, action: str, id: Any) -> Any:
+        """The topic, when this user may read it and do ``action`` (publish, whisper) on it;
+        else the ``ProtocolError`` to answer (``not_found`` / ``forbidden``)."""
+        found = await topics.access(slug, self.user, cache=self.rules)
+        if found.topic is None:
+            raise not_found(slug, id)
+        if not await topics.rule(found.topic, action, self.user, self.rules):
+            message = f"You may not {action} {'to' if action == 'publish' else 'on'} {slug!r}."
+            raise ProtocolError(protocol.FORBIDDEN, message, id=id, topic=slug)
+        return found.topic
+
     async def unsubscribe(self, slug: str, id: Any = None) -> None:
         self.topics.leave(slug)
         await self.send(protocol.UNSUBSCRIBED, protocol.unsubscribed(slug, id=id))
 
     async def publish(self, slug: str, data: Any, key: str | None, id: Any = None) -> None:
         """A visitor's publish: stored (or found, for a key used before), then ``published``."""
-        found = await topics.access(slug, self.user, cache=self.rules)
-        if found.topic is None:
-            raise not_found(slug, id)
-        if not await topics.rule(found.topic, "publish", self.user, self.rules):
-            raise ProtocolError(
-                protocol.FORBIDDEN, f"You may not publish to {slug!r}.", id=id, topic=slug
-            )
+        topic = await self._allowed(slug, "publish", id)
         try:
-            seq = await store(found.topic, data, self.user, self.scope, key)
+            seq = await store(topic, data, self.user, self.scope, key)
         except TopicNotFound:
             raise not_found(slug, id) from None
         except InvalidMessage as exc:  # KeyReused too

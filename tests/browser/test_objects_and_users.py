@@ -37,6 +37,16 @@ def signed_in(new_page, site, username: str, next_path: str = "/"):
     return page
 
 
+def admin_page(new_page, site):
+    """A page signed in to the admin as the superuser ``boss``."""
+    page = new_page()
+    page.goto(site.url + "/admin/login/")
+    page.fill("#id_username", "boss")
+    page.fill("#id_password", "boss-pass-123")
+    page.click("input[type=submit]")
+    return page
+
+
 def test_two_browsers_on_the_chat_see_each_other_and_who_is_typing(site, new_page):
     ann = signed_in(new_page, site, "ann", "/topics/chat/")
     bob = signed_in(new_page, site, "bob", "/topics/chat/")
@@ -85,11 +95,7 @@ def test_notify_reaches_the_users_bell_live_and_no_one_elses(site, new_page):
     bob.wait_for_timeout(500)
     expect(bob.locator("#bell-count")).to_have_text("0")
     # The admin's action on users sends one too; it arrives live, and stays after a reload.
-    boss = new_page()
-    boss.goto(site.url + "/admin/login/")
-    boss.fill("#id_username", "boss")
-    boss.fill("#id_password", "boss-pass-123")
-    boss.click("input[type=submit]")
+    boss = admin_page(new_page, site)
     boss.goto(site.url + "/admin/auth/user/")
     boss.locator("tr", has_text="bob").locator("input.action-select").check()
     boss.select_option("select[name=action]", "notify_users")
@@ -112,11 +118,7 @@ def test_saving_a_service_in_the_admin_updates_the_board_and_its_page_live(site,
     live(one, site.url + "/status/payments/")
     expect(board.locator("#payments-status .status")).to_have_text("Degraded performance")
     expect(one.locator("#service .status")).to_have_text("Degraded performance")
-    admin = new_page()
-    admin.goto(site.url + "/admin/login/")
-    admin.fill("#id_username", "boss")
-    admin.fill("#id_password", "boss-pass-123")
-    admin.click("input[type=submit]")
+    admin = admin_page(new_page, site)
     admin.goto(site.url + "/admin/demo/service/")
     admin.get_by_role("link", name="Payments").click()
     admin.select_option("#id_status", "operational")
