@@ -350,6 +350,7 @@ class Hub:
             logger.info("hub %s resubscribed; resyncing %d topic(s)", self.id, len(self.topics))
             # Access changes announced while away were missed: check every connection.
             self._access_message(b'{"all": true}')
+            self.roster.rewrite()  # a restarted Redis holds no roster
         if not first:
             metrics.RESYNCS.inc()
         self.report_gauges()

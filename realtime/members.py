@@ -302,6 +302,11 @@ class Roster:
         if self.dirty and self.flushing is None:
             self._dirty(next(iter(self.dirty)))
 
+    def rewrite(self) -> None:
+        """Write every field of this hub again (Redis came back, perhaps empty)."""
+        for slug in set(self.tracked) | set(self.leaving):
+            self._dirty(slug)
+
     async def refresh_all(self) -> None:
         for slug in list(self.listeners):
             async with self._lock(slug):

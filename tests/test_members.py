@@ -162,3 +162,16 @@ async def test_a_crowd_joining_shares_roster_reads_and_diffs(hubs):
     assert all(len(listener.frames) == 1 for listener in listeners)  # one roster each
     assert {listener.frames[0]["count"] for listener in listeners} == {50}
     assert a.roster.frames == 50  # no diff per join
+
+
+async def test_a_roster_lost_with_redis_is_written_again(hubs, redis_url):
+    a, b = hubs
+    b.roster.track(TOPIC, object(), member(4, "Di"))
+    await settle(b)
+    redis.Redis.from_url(redis_url).delete(keys.roster_key(b.prefix, TOPIC))  # Redis wiped
+    listener = await listening(a)
+    assert listener.frames[-1]["members"] == []
+    b.roster.rewrite()  # what the hub does when its subscription comes back
+    await settle(b)
+    await a.roster.refresh_all()
+    assert listener.frames[-1]["joins"] == [member(4, "Di")]
