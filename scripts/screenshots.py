@@ -1,6 +1,7 @@
 """Take the README's screenshots (1280x800, Debian's Chromium via Playwright) of a live site:
-the home page, a topic page, the console, the admin's topic page and its "Realtime status"
-page. Run: .venv/bin/python scripts/screenshots.py"""
+the home page, the chat with who is here and who is typing, the service status board, the
+console, the admin's topic page and its "Realtime status" page.
+Run: .venv/bin/python scripts/screenshots.py"""
 
 from __future__ import annotations
 
@@ -23,6 +24,17 @@ from tests.helpers.processes import Site  # noqa: E402
 OUT = ROOT / "docs" / "screenshots"
 
 
+def signed_in(browser, site, username: str, path: str):
+    """A page of its own browser context, signed in as ``username``, at ``path``."""
+    page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    page.goto(f"{site.url}/accounts/login/?next={path}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", f"{username}-pass-123")
+    page.click("button[type=submit], input[type=submit]")
+    expect(page.locator("#status")).to_have_text("live")
+    return page
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with (
@@ -34,6 +46,10 @@ def main() -> None:
             site.shell(
                 "from django.contrib.auth.models import User\n"
                 "User.objects.create_superuser('admin', 'a@example.com', 'admin-pass-123')\n"
+                "User.objects.create_user('ann', password='ann-pass-123', first_name='Ann',"
+                " last_name='Lee')\n"
+                "User.objects.create_user('bob', password='bob-pass-123', first_name='Bob',"
+                " last_name='Stone')\n"
             )
             site.publish(
                 "news",
@@ -53,9 +69,25 @@ def main() -> None:
                 expect(page.locator("#status")).to_have_text("live")
                 expect(page.locator('[data-topic="clock"] .latest time.clock')).to_have_count(1)
                 page.screenshot(path=OUT / "home.png")
-                page.goto(site.url + "/topics/chat/")
-                expect(page.locator("#stream li")).to_have_count(3)
-                page.screenshot(path=OUT / "topic.png")
+                ann, bob = (
+                    signed_in(browser, site, name, "/topics/chat/") for name in ("ann", "bob")
+                )
+                expect(ann.locator("#stream li")).to_have_count(3)
+                expect(ann.locator("#presence-members li")).to_have_count(2)
+                site.shell(
+                    "import realtime\nfrom django.contrib.auth.models import User\n"
+                    "realtime.notify(User.objects.get(username='ann'), {'text': 'Welcome!'})\n"
+                )
+                expect(ann.locator("#bell-count")).to_have_text("1")
+                bob.locator("#publish-text").press_sequentially("Hi Ann")
+                expect(ann.locator("#typing")).to_have_text("Bob Stone is typing…")
+                ann.screenshot(path=OUT / "topic.png")
+                page.goto(site.url + "/status/")
+                expect(page.locator("#payments-status .status")).to_have_text(
+                    "Degraded performance"
+                )
+                page.wait_for_timeout(1600)  # the highlight of the first state has faded
+                page.screenshot(path=OUT / "status-board.png")
                 visitor = browser.new_page(viewport={"width": 1280, "height": 800})
                 visitor.goto(site.url + "/topics/news/")  # someone watching news
                 admin = browser.new_page(viewport={"width": 1280, "height": 800})
