@@ -36,9 +36,10 @@ class Transport(Protocol):
     """What a connection needs of the door it came through."""
 
     # Writes a prebuilt frame now, or None when the transport has no such path (the hub then
-    # awaits ``TopicStreams.deliver``). ``write(frame, force=False)`` returns 1 (written, or
-    # queued behind waiting bytes with ``force``), 0 (not open) or ``wire.WAITING`` (bytes
-    # already wait for the client: nothing written unless ``force``).
+    # awaits ``TopicStreams.deliver``). ``write(frame, force=False, kind="message")`` returns
+    # 1 (written, or queued behind waiting bytes with ``force``), 0 (not open) or
+    # ``wire.WAITING`` (bytes already wait for the client: nothing written unless ``force``);
+    # ``kind`` is the frame's type (a socket ignores it; an event stream names its event).
     write: Callable[..., int] | None
 
     async def send_frame(self, kind: str, text: str) -> None:

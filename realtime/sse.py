@@ -74,19 +74,24 @@ class EventStream:
     """One ``text/event-stream`` response: the event-stream door of a ``Connection`` (its
     ``Transport``: frames become events; message events carry the cursor)."""
 
-    write = None  # no direct path: the hub awaits Connection.deliver, which sends an event
+    write: Any = None  # under daphne: ``_write``, events written straight to the response
 
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
         self.scope, self.receive, self.asgi_send = scope, receive, send
         client = scope.get("client") or ("?",)
         self.address, self.host = ":".join(str(p) for p in client), str(client[0])
         self.protocol = wire.daphne_protocol(scope.get(wire.SCOPE_KEY, send))
+        if self.protocol is not None and hasattr(self.protocol, "write"):
+            # daphne's response (a Twisted Request): events are written to it at once, as
+            # socket frames are, without a coroutine and an ASGI message per subscriber.
+            self.write = self._write
         self.connection: Connection | None = None
         self.done = asyncio.Event()
         self.ended = False
         self.ending = False  # an error event is on its way; nothing more is sent
         self.gone = False  # the client went away
         self.presence = False  # ?presence=1: presence events too
+        self.started = False  # the response's head is sent: events may be written
 
     # --- the request
 
@@ -126,6 +131,7 @@ class EventStream:
         )
         retry = random.randint(2000, 4000)
         await self.raw(f"retry: {retry}\n\n".encode())
+        self.started = True
         logger.info(
             "sse open %s addr=%s topics=%s", self.connection.connection_id, self.address, slugs
         )
@@ -236,6 +242,21 @@ class EventStream:
             frame = json.loads(text)
             text = json.dumps({"error": frame.get("code"), "message": frame.get("message")})
         await self.raw(event(kind, text))
+
+    def _write(self, frame: Any, force: bool = False, kind: str = protocol.MESSAGE) -> int:
+        """The Transport's ``write``: the frame as an event of its type (a message carries
+        the cursor, computed after its stream took the seq), written to daphne's response
+        (Twisted's ``Request.write``, chunked)."""
+        if self.gone or self.ended or self.ending or not self.started:
+            return 0
+        if not force and wire.buffered(self.protocol) > 0:
+            return wire.WAITING
+        cursor = self.cursor() if kind == protocol.MESSAGE else None
+        try:
+            self.protocol.write(event(kind, frame.text, cursor))
+        except RuntimeError:  # the response finished meanwhile
+            return 0
+        return 1
 
     def waiting(self) -> bool:
         return self.pending() > 0

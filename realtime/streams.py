@@ -174,7 +174,7 @@ class TopicStreams:
         elif self.transport.pending() > self.max_send_buffer:
             self._drop_slow_reader()
         else:
-            self._write(frame, True)
+            self._write(frame, True, kind)
 
     # --- sending
 

@@ -315,12 +315,13 @@ def buffered(protocol: Any) -> int:
 WAITING = 2  # write(): bytes already wait for this client; nothing written (see ``force``)
 
 
-def write(protocol: Any, frame: Frame, force: bool = False) -> int:
+def write(protocol: Any, frame: Frame, force: bool = False, kind: str = "message") -> int:
     """Write a complete frame to the connection with one ``send()`` when Twisted holds
     nothing for it (``WRITE_PATH`` "socket"). 1: written (or queued behind what waits, with
     ``force``); 0: not open; ``WAITING``: bytes already wait for the client and ``force`` is
     off, so nothing was written (the caller holds it, drops a slow reader, or forces it).
-    One call per delivery does the check and the write."""
+    One call per delivery does the check and the write. ``kind`` (the frame's type) is for
+    transports whose framing depends on it (Server-Sent Events); a socket ignores it."""
     if protocol.state != STATE_OPEN:
         return 0
     transport = protocol.transport
@@ -344,7 +345,7 @@ def write(protocol: Any, frame: Frame, force: bool = False) -> int:
     return 1
 
 
-def send_prepared(protocol: Any, frame: Frame, force: bool = False) -> int:
+def send_prepared(protocol: Any, frame: Frame, force: bool = False, kind: str = "message") -> int:
     """Send the frame through autobahn's public ``sendPreparedMessage`` (``WRITE_PATH``
     "autobahn"): framed once per message too, but every write goes through Twisted's buffer
     and a later ``send()``. Returns as ``write`` does."""

@@ -35,10 +35,10 @@ class MemoryTransport:
         self.dropped = self.shut = False
         self.write = self._write if fast else None
 
-    def _write(self, frame: Frame, force: bool = False) -> int:
+    def _write(self, frame: Frame, force: bool = False, kind: str = protocol.MESSAGE) -> int:
         if self.backlog and not force:
             return WAITING  # like a socket with bytes waiting: the caller decides
-        self.sent.append((protocol.MESSAGE, json.loads(frame.payload)))
+        self.sent.append((kind, json.loads(frame.payload)))
         return 1
 
     async def send_frame(self, kind: str, text: str) -> None:
