@@ -129,6 +129,8 @@ class EventStream:
                 ],
             }
         )
+        if self.protocol is not None:
+            wire.no_delay(self.protocol)  # events leave at once (no Nagle, no delayed ACK)
         retry = random.randint(2000, 4000)
         await self.raw(f"retry: {retry}\n\n".encode())
         self.started = True
@@ -246,17 +248,13 @@ class EventStream:
     def _write(self, frame: Any, force: bool = False, kind: str = protocol.MESSAGE) -> int:
         """The Transport's ``write``: the frame as an event of its type (a message carries
         the cursor, computed after its stream took the seq), written to daphne's response
-        (Twisted's ``Request.write``, chunked)."""
+        (``wire.write_body``: one ``send()`` when nothing waits, as for socket frames)."""
         if self.gone or self.ended or self.ending or not self.started:
             return 0
         if not force and wire.buffered(self.protocol) > 0:
             return wire.WAITING
         cursor = self.cursor() if kind == protocol.MESSAGE else None
-        try:
-            self.protocol.write(event(kind, frame.text, cursor))
-        except RuntimeError:  # the response finished meanwhile
-            return 0
-        return 1
+        return 1 if wire.write_body(self.protocol, event(kind, frame.text, cursor)) else 0
 
     def waiting(self) -> bool:
         return self.pending() > 0

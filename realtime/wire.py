@@ -312,6 +312,54 @@ def buffered(protocol: Any) -> int:
     return len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
 
+def no_delay(protocol: Any) -> bool:
+    """Turn Nagle's algorithm off for this connection (TCP_NODELAY), as autobahn does for
+    sockets: an event stream writes small events that must leave at once, not wait for the
+    client's delayed ACK (40 ms). True when set."""
+    transport = getattr(protocol, "transport", None)
+    setter = getattr(transport, "setTcpNoDelay", None)
+    if setter is None:
+        return False
+    try:
+        setter(True)
+    except OSError:  # the connection is gone
+        return False
+    return True
+
+
+def write_body(request: Any, data: bytes) -> bool:
+    """Write more of a streaming response body (an event stream) the way ``write`` writes a
+    socket frame: one ``send()`` when Twisted holds nothing for the connection, else queued
+    behind what waits. Mirrors Twisted's ``Request.write`` once the head is out (chunked
+    framing for HTTP/1.1, ``sentLength``); falls back to it otherwise. False when the
+    response is over or the client gone."""
+    if request.finished or request._disconnected:
+        return False
+    if not request.startedWriting:
+        request.write(data)
+        return True
+    request.sentLength += len(data)
+    if request.chunked:
+        data = b"%x\r\n%b\r\n" % (len(data), data)
+    transport = request.channel.transport
+    if transport is None or not transport.connected or transport.disconnecting:
+        return False
+    if not (transport.dataBuffer or transport._tempDataLen) and not getattr(
+        transport, "TLS", False
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return False  # broken: Twisted notices on its next read and closes it
+        if sent == len(data):
+            return True
+        data = data[sent:]
+    transport.write(data)
+    return True
+
+
 WAITING = 2  # write(): bytes already wait for this client; nothing written (see ``force``)
 
 

@@ -229,3 +229,36 @@ def test_read_gate_reads_no_faster_than_frames_are_taken():
     protocol.dataReceived(close[:3])
     protocol.dataReceived(close[3:])
     assert protocol.fed == fed + len(close)  # only the client's close reaches autobahn
+
+
+def test_twisted_request_attributes_write_body_reads_and_its_chunk_framing():
+    """``wire.write_body`` mirrors ``Request.write`` once the head is out: the attributes it
+    reads exist, and a chunk is framed as Twisted frames it (``http.toChunk``)."""
+    from twisted.web import http
+
+    class Transport:
+        connected, disconnecting, dataBuffer, _tempDataLen = True, False, b"", 0
+        written: list[bytes] = []
+
+        def getPeer(self):  # noqa: N802 (Twisted's name)
+            return None
+
+        getHost = getPeer  # noqa: N815
+
+        class socket:  # noqa: N801 (stands for the socket object)
+            @staticmethod
+            def send(data: bytes) -> int:
+                Transport.written.append(data)
+                return len(data)
+
+    channel = http.HTTPChannel()
+    channel.transport = Transport()
+    request = http.Request(channel, queued=False)
+    for name in ("finished", "_disconnected", "startedWriting", "sentLength", "chunked"):
+        assert hasattr(request, name), name
+    assert b"".join(http.toChunk(b"event: x\n\n")) == b"a\r\nevent: x\n\n\r\n"
+    request.startedWriting, request.chunked = 1, 1
+    assert wire.write_body(request, b"event: x\n\n")
+    assert Transport.written == [b"a\r\nevent: x\n\n\r\n"] and request.sentLength == 10
+    request.finished = 1
+    assert not wire.write_body(request, b"late")
