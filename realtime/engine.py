@@ -327,7 +327,10 @@ class Hub:
         changes = self.channels.changes
         while True:
             try:
-                await asyncio.wait_for(changes.wait(), timeout=1.0)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that lands as the event is set, and this loop would never end.
+                async with asyncio.timeout(1.0):
+                    await changes.wait()
             except TimeoutError:
                 pass
             subscribe, unsubscribe = self.channels.next_batch(time.monotonic())

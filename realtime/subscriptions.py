@@ -63,7 +63,8 @@ class TopicChannels:
         future = asyncio.get_running_loop().create_future()
         self.waiters.setdefault(slug, []).append(future)
         try:
-            await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):  # (wait_for can swallow a cancellation)
+                await future
             return True
         except TimeoutError:
             return False
