@@ -167,11 +167,15 @@ class Topic(models.Model):
         declared it is gone: then nobody may read it)."""
         return families.get(self.family) if self.family else None
 
+    def _family_may(self, action: str, user: Any) -> bool:
+        """A family topic's rule for ``action``: nobody may when its family is gone."""
+        found = self.declared_family
+        return found is not None and self.enabled and found.may(action, user, self.key)
+
     def allows(self, action: str, user: Any) -> bool:
         """``whisper`` or ``presence`` for ``user`` (who may read the topic)."""
-        found = self.declared_family
         if self.family:
-            return found is not None and self.enabled and found.may(action, user, self.key)
+            return self._family_may(action, user)
         flag = self.whispers if action == "whisper" else self.presence
         return flag and self.can_read(user)
 
@@ -189,8 +193,7 @@ class Topic(models.Model):
         """Whether ``user`` may read this (enabled) topic: no query for public topics, one for
         private ones (``TopicQuerySet.readable_by`` states the rule)."""
         if self.family:
-            found = self.declared_family
-            return found is not None and self.enabled and found.may("read", user, self.key)
+            return self._family_may("read", user)
         if not self.private:
             return self.enabled
         if user is None or not user.is_authenticated:
@@ -212,8 +215,7 @@ class Topic(models.Model):
                 return token.active
             return token.active and (self.pk in scoped or self.family in named)
         if self.family:
-            found = self.declared_family
-            return found is not None and found.may("publish", user, self.key)
+            return self._family_may("publish", user)
         return self.visitor_publish and self.can_read(user)
 
 

@@ -4,8 +4,10 @@ publish rule asked off the event loop, message pages, latest seqs and heads.
 Thousands of visitors subscribing to the same topic need one query, not thousands: rows are
 cached for ``CACHE_SECONDS``. Saving or deleting a topic in this process drops its entry at
 once (signals connected in ``RealtimeConfig.ready``); other processes see a change within
-``CACHE_SECONDS``, and access changes reach open sockets through ``realtime.access``. Read
-access to a private topic is always checked against the database.
+``CACHE_SECONDS``, and access changes reach open sockets through ``realtime.access``. The
+rules (read, publish, whisper, presence) are asked in a database thread where they may query
+(private topics, family rules) and cached per connection until an access change names the
+topic, its family or the user.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from realtime.models import Message, Topic
 
 CACHE_SECONDS = 1.0
 CACHE_SIZE = 10_000
+RULES_PER_CONNECTION = 4_000  # a connection's cached rule answers (then it starts again)
 _cache: dict[str, tuple[float, Topic]] = {}
 
 
@@ -42,30 +45,27 @@ def _fetch(slug: str) -> Topic | None:
     return Topic.objects.enabled().filter(slug=slug).first()
 
 
-@database_sync_to_async
-def _can_read(topic: Topic, user: Any) -> bool:
-    return topic.can_read(user)
-
-
-@database_sync_to_async
-def _allows(topic: Topic, action: str, user: Any) -> bool:
-    return topic.can_read(user) if action == "read" else topic.allows(action, user)
+def _answer(topic: Topic, action: str, user: Any) -> bool:
+    """``topic``'s rule for ``action`` (read, publish, whisper, presence)."""
+    if action == "read":
+        return topic.can_read(user)
+    if action == "publish":
+        return topic.can_publish(user)
+    return topic.allows(action, user)
 
 
 async def rule(topic: Topic, action: str, user: Any, cache: dict | None = None) -> bool:
-    """``topic``'s answer for ``user`` and ``action`` (read, publish, whisper, presence), asked
-    in a database thread (family rules and private topics may query); ``cache``: a
-    connection's answers, by (slug, action), until its access changes."""
+    """``topic``'s answer for ``user`` and ``action`` (read, publish, whisper, presence), in a
+    database thread when it may query (family rules, private topics), else at once;
+    ``cache``: a connection's answers, by (slug, action), until its access changes."""
     if cache is not None and (topic.slug, action) in cache:
         return cache[(topic.slug, action)]
-    if action == "read" and not topic.family and not topic.private:
-        answer = topic.enabled  # no query, no thread
-    elif action == "publish":
-        answer = await may_publish(topic, user)
+    if topic.family or topic.private:
+        answer = await database_sync_to_async(_answer)(topic, action, user)
     else:
-        answer = await _allows(topic, action, user)
+        answer = _answer(topic, action, user)  # no query for a public slug topic
     if cache is not None:
-        if len(cache) >= 4 * CACHE_SIZE // 10:
+        if len(cache) >= RULES_PER_CONNECTION:
             cache.clear()
         cache[(topic.slug, action)] = answer
     return answer
@@ -87,7 +87,7 @@ class Access:
 
 async def access(slug: str, user: Any, *, fresh: bool = False, cache: dict | None = None) -> Access:
     """The user's access to ``slug`` (``fresh``: bypass the row cache). A family's topic that
-    nobody has published to yet is an unsaved row (``unsaved``, pk None); its read rule
+    nobody has published to yet is an unsaved row (``Topic.unsaved``, pk None); its read rule
     decides (``cache``: the connection's answers)."""
     now = time.monotonic()
     cached = None if fresh else _cache.get(slug)
@@ -108,19 +108,6 @@ async def access(slug: str, user: Any, *, fresh: bool = False, cache: dict | Non
     if (topic.private or topic.family) and not await rule(topic, "read", user, cache):
         return Access(None, exists=True)
     return Access(topic, exists=True)
-
-
-async def may_publish(topic: Topic, user: Any) -> bool:
-    """``Topic.can_publish``, the publish rule, asked off the event loop when it needs the
-    database (private topics, family rules)."""
-    if topic.private or topic.family:
-        return await _can_publish(topic, user)
-    return topic.can_publish(user)
-
-
-@database_sync_to_async
-def _can_publish(topic: Topic, user: Any) -> bool:
-    return topic.can_publish(user)
 
 
 # --- the consumers' other reads (each a database thread call) ------------------------------------

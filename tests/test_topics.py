@@ -43,13 +43,13 @@ async def test_rows_are_cached_until_saved_in_this_process():
     assert (await topics.access("news", None)).topic.title == "saved"
 
 
-async def test_may_publish_asks_the_one_rule():
+async def test_rule_asks_the_one_publish_rule():
     chat = await make("chat", visitor_publish=True)
     news = await make("news")
     private = await make("private", visitor_publish=True, private=True)
-    assert await topics.may_publish(chat, AnonymousUser())
-    assert not await topics.may_publish(news, AnonymousUser())
-    assert not await topics.may_publish(private, AnonymousUser())
+    assert await topics.rule(chat, "publish", AnonymousUser())
+    assert not await topics.rule(news, "publish", AnonymousUser())
+    assert not await topics.rule(private, "publish", AnonymousUser())
 
 
 async def test_pages_latest_seqs_and_heads():
