@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 
 from realtime import keys, metrics
+from realtime.aio import raise_if_cancelled
 from realtime.subscriptions import TopicChannels
 from realtime.wire import Frame
 
@@ -249,6 +250,7 @@ class Hub:
     async def _run(self) -> None:
         delay = RECONNECT_MIN
         while True:
+            raise_if_cancelled()
             client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2)
             pubsub = client.pubsub()
             manager: asyncio.Task | None = None
@@ -262,6 +264,7 @@ class Hub:
                 loop = asyncio.get_running_loop()
                 heard, pinged = loop.time(), False
                 while True:
+                    raise_if_cancelled()
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=False, timeout=self.poll_every
                     )
@@ -326,6 +329,7 @@ class Hub:
     async def _batches(self, pubsub: Any) -> None:
         changes = self.channels.changes
         while True:
+            raise_if_cancelled()
             try:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
                 # cancellation that lands as the event is set, and this loop would never end.

@@ -25,6 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from realtime import keys, protocol
+from realtime.aio import raise_if_cancelled
 from realtime.conf import realtime_settings
 
 logger = logging.getLogger("realtime.members")
@@ -354,6 +355,7 @@ async def run(hub: Any) -> None:
     last_refresh = 0.0
     try:
         while True:
+            raise_if_cancelled()
             now = time.monotonic()
             try:
                 await roster.beat(now)

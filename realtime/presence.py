@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from realtime import fanout, keys, metrics
+from realtime.aio import raise_if_cancelled
 
 EVERY, TTL = 2.0, 10
 
@@ -23,6 +24,7 @@ async def report(hub: Any) -> None:
     client = aioredis.Redis.from_url(hub.url, socket_connect_timeout=2)
     try:
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(EVERY)
             hub.report_gauges()
             metrics.local.flush()
