@@ -105,24 +105,38 @@ else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Channel layer: Redis (channels_redis core layer) ---
+# --- Redis, and the Channels layer (channels_redis core layer) ---
+# REDIS_URL is one Redis (redis://host:port/db) or a Redis Cluster
+# (redis+cluster://host:port[,host:port...]/0: sharded pub/sub, realtime/cluster.py).
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            # redis-py 8 caps a pool at 100 connections and raises beyond: allow more.
-            "hosts": [
-                {"address": REDIS_URL, "max_connections": env.int("REDIS_MAX_CONNECTIONS", 1000)}
-            ],
-            "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=1000),
-            # Every key and channel of the app starts with this prefix (several sites, or
-            # test runs, may share one Redis).
-            "prefix": env.str("REDIS_PREFIX", default="asgi"),
-            "expiry": 60,
-        },
+REDIS_CLUSTER = REDIS_URL.startswith("redis+cluster://")
+# Every key and channel of the app starts with this prefix (several sites, or test runs, may
+# share one Redis).
+REDIS_PREFIX = env.str("REDIS_PREFIX", default="asgi")
+# channels_redis has no cluster support: with a cluster the layer (used by nothing of the
+# app's fan-out; only by code that calls group_send itself) gets CHANNEL_LAYER_URL, a single
+# Redis, or else the in-memory layer of each process.
+CHANNEL_LAYER_URL = env.str("CHANNEL_LAYER_URL", default="" if REDIS_CLUSTER else REDIS_URL)
+if CHANNEL_LAYER_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py 8 caps a pool at 100 connections and raises beyond: allow more.
+                "hosts": [
+                    {
+                        "address": CHANNEL_LAYER_URL,
+                        "max_connections": env.int("REDIS_MAX_CONNECTIONS", 1000),
+                    }
+                ],
+                "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=1000),
+                "prefix": REDIS_PREFIX,
+                "expiry": 60,
+            },
+        }
     }
-}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- The realtime app's tunables (see realtime/conf.py for every key and its default) ---
 try:
@@ -132,6 +146,9 @@ except ValueError as exc:
         f"The REALTIME environment variable must be a JSON object such as "
         f'{{"MAX_SUBSCRIPTIONS": 50}}: {exc}'
     ) from None
+if REDIS_CLUSTER:
+    REALTIME.setdefault("REDIS_URL", REDIS_URL)
+    REALTIME.setdefault("REDIS_PREFIX", REDIS_PREFIX)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

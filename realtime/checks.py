@@ -43,6 +43,9 @@ _BOOLEANS = (
 )
 
 
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
+
+
 def _importable(value: Any) -> bool:
     from django.utils.module_loading import import_string
 
@@ -103,6 +106,13 @@ def check_realtime_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]
             problem = "'socket' or 'autobahn'"
         elif key == "PRESENCE_INFO" and not (val == "" or _importable(val)):
             problem = "'' or the dotted path of a function(user) -> dict that can be imported"
+        elif key == "REDIS_URL" and not (
+            val == ""
+            or (isinstance(val, str) and val.split("://", 1)[0] in _REDIS_SCHEMES and "://" in val)
+        ):
+            problem = "'' or a URL redis://, rediss://, unix:// or redis+cluster://"
+        elif key == "REDIS_PREFIX" and not isinstance(val, str):
+            problem = "a string"
         elif key == "CHANNEL_LAYER" and val not in getattr(settings, "CHANNEL_LAYERS", {}):
             problem = "an alias defined in CHANNEL_LAYERS"
         if problem:
@@ -114,6 +124,66 @@ def check_realtime_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]
                 )
             )
     errors.extend(_check_channel_layer(value))
+    errors.extend(_check_redis_url(value))
+    return errors
+
+
+def _check_redis_url(value: dict[str, Any]) -> list[Any]:
+    """A Redis Cluster URL only where the app reads it, never in the channel layer; one that
+    parses; and (when the server answers) the right kind of server behind it."""
+    from realtime import cluster, keys
+
+    errors: list[Any] = []
+    for alias, layer in (getattr(settings, "CHANNEL_LAYERS", {}) or {}).items():
+        hosts = (layer.get("CONFIG") or {}).get("hosts") or []
+        if any(cluster.is_cluster(keys.layer_url({"hosts": [h]})) for h in hosts):
+            errors.append(
+                Error(
+                    f"CHANNEL_LAYERS[{alias!r}] names a Redis Cluster; channels_redis has no "
+                    "cluster support (its group commands span slots: MovedError).",
+                    hint="Set REALTIME['REDIS_URL'] to the redis+cluster:// URL and give the "
+                    "channel layer a single Redis (or the in-memory layer); see the README.",
+                    id="realtime.E010",
+                )
+            )
+    url = value.get("REDIS_URL", "")
+    if not isinstance(url, str):
+        return errors
+    if cluster.is_cluster(url):
+        try:
+            cluster.seeds(url)
+        except ValueError as exc:
+            errors.append(
+                Error(
+                    f"settings.REALTIME['REDIS_URL'] is {url!r}: {exc}.",
+                    hint="redis+cluster://host:port[,host:port...]/0",
+                    id="realtime.E011",
+                )
+            )
+            return errors
+    if errors:
+        return errors
+    url, _ = keys.redis_config()
+    kind = cluster.probe(url)
+    if kind == "cluster" and not cluster.is_cluster(url):
+        errors.append(
+            Error(
+                f"The Redis at {url} is a Redis Cluster node, but the URL is a single Redis's: "
+                "messages of topics whose slots other masters own would fail (MOVED).",
+                hint="Use redis+cluster://host:port[,host:port...]/0 in REALTIME['REDIS_URL'] "
+                "(the REDIS_URL environment variable of this project's settings).",
+                id="realtime.E012",
+            )
+        )
+    elif kind == "single" and cluster.is_cluster(url):
+        errors.append(
+            Error(
+                f"REALTIME['REDIS_URL'] is a Redis Cluster URL, but {url} is not a cluster "
+                "(cluster_enabled:0).",
+                hint="Use redis://host:port/db for a single Redis.",
+                id="realtime.E013",
+            )
+        )
     return errors
 
 
@@ -138,7 +208,7 @@ def check_open_origins(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 def _check_channel_layer(value: dict[str, Any]) -> list[Any]:
     alias = value.get("CHANNEL_LAYER", DEFAULTS["CHANNEL_LAYER"])
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
-    if alias not in layers:
+    if alias not in layers and not value.get("REDIS_URL"):
         return [
             Error(
                 f"No channel layer {alias!r} in CHANNEL_LAYERS; topics cannot be fanned out.",
@@ -147,7 +217,8 @@ def _check_channel_layer(value: dict[str, Any]) -> list[Any]:
             )
         ]
     backend = layers[alias].get("BACKEND", "")
-    if backend.endswith("InMemoryChannelLayer") and not settings.DEBUG:
+    own_redis = bool(value.get("REDIS_URL"))  # the fan-out does not use the layer's Redis
+    if backend.endswith("InMemoryChannelLayer") and not settings.DEBUG and not own_redis:
         return [
             Warning(
                 "The in-memory channel layer only reaches consumers in the same process.",

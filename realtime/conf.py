@@ -76,8 +76,12 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a client may take to send its HTTP request (headers) before the server closes
     # the connection (slow clients holding sockets open).
     "HTTP_REQUEST_TIMEOUT": 20.0,
-    # The channel layer whose Redis (hosts[0]) and prefix the fan-out engine uses.
+    # The channel layer whose Redis (hosts[0]) and prefix the fan-out engine uses, unless
+    # REDIS_URL / REDIS_PREFIX are set. REDIS_URL "redis+cluster://host:port[,host:port]/0"
+    # is a Redis Cluster (sharded pub/sub; realtime/cluster.py).
     "CHANNEL_LAYER": "default",
+    "REDIS_URL": "",
+    "REDIS_PREFIX": "",
     # Give each consumer a channel-layer channel (for group_send from other code). Topics do
     # not need it. Off by default: it costs a receive task per connection, and channels ends
     # the connection (1011) when that receive fails, i.e. whenever Redis goes away.

@@ -34,10 +34,9 @@ from bisect import bisect_left
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 
-from realtime import keys, metrics
+from realtime import cluster, keys, metrics
 from realtime.aio import raise_if_cancelled
 from realtime.subscriptions import TopicChannels
 from realtime.wire import Frame
@@ -251,8 +250,7 @@ class Hub:
         delay = RECONNECT_MIN
         while True:
             raise_if_cancelled()
-            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2)
-            pubsub = client.pubsub()
+            pubsub, closables = cluster.open_pubsub(self.url, (self._heads, self._access))
             manager: asyncio.Task | None = None
             try:
                 # Every held topic, then heads, then access: Redis confirms in order, so the
@@ -315,7 +313,7 @@ class Hub:
                     manager.cancel()
                 self.ready.clear()
                 self.channels.lost()
-                await _close_quietly(pubsub, client)
+                await _close_quietly(*closables)
 
     async def _manage(self, pubsub: Any) -> None:
         """Send the batched SUBSCRIBEs and UNSUBSCRIBEs of this connection to Redis: new

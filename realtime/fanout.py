@@ -27,7 +27,7 @@ import redis
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from realtime import keys, metrics, payload, protocol
+from realtime import cluster, keys, metrics, payload, protocol
 from realtime.conf import realtime_settings
 
 logger = logging.getLogger("realtime.fanout")
@@ -80,7 +80,7 @@ def client(timeout: float = 2.0) -> redis.Redis:
         with _clients_lock:
             found = _clients.get((url, timeout))
             if found is None:
-                found = _clients[(url, timeout)] = redis.Redis.from_url(
+                found = _clients[(url, timeout)] = cluster.sync_client(
                     url,
                     socket_timeout=timeout,
                     socket_connect_timeout=timeout,
@@ -142,10 +142,13 @@ def publish_events(
 ) -> None:
     """PUBLISH each (slug, seq, frame, commit time) in one pipeline round trip. Raises on
     Redis errors."""
-    _, prefix = keys.redis_config()
+    url, prefix = keys.redis_config()
+    sharded = cluster.is_cluster(url)
     pipe = client(timeout).pipeline(transaction=False)
     for slug, seq, text, committed in events:
-        pipe.publish(keys.topic_channel(prefix, slug), keys.encode_event(seq, text, committed))
+        cluster.topic_publish(
+            pipe, sharded, keys.topic_channel(prefix, slug), keys.encode_event(seq, text, committed)
+        )
     pipe.execute()
 
 

@@ -10,16 +10,26 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 
 def redis_config() -> tuple[str, str]:
-    """(Redis URL, key prefix) of the channel layer that ``REALTIME['CHANNEL_LAYER']`` names."""
+    """(Redis URL, key prefix): ``REALTIME['REDIS_URL']`` and ``['REDIS_PREFIX']`` where set
+    (a ``redis+cluster://`` URL is a Redis Cluster, realtime/cluster.py), else those of the
+    channel layer that ``REALTIME['CHANNEL_LAYER']`` names."""
     alias = realtime_settings.CHANNEL_LAYER
     config = settings.CHANNEL_LAYERS.get(alias, {}).get("CONFIG", {})
+    prefix = realtime_settings.REDIS_PREFIX or str(config.get("prefix", "asgi"))
+    if realtime_settings.REDIS_URL:
+        return str(realtime_settings.REDIS_URL), prefix
+    return layer_url(config), prefix
+
+
+def layer_url(config: dict) -> str:
+    """The first Redis of a channels_redis layer's CONFIG."""
     hosts = config.get("hosts") or [DEFAULT_URL]
     host = hosts[0]
     if isinstance(host, dict):
         host = host.get("address", DEFAULT_URL)
     elif isinstance(host, (tuple, list)):
         host = f"redis://{host[0]}:{host[1]}/0"
-    return str(host), str(config.get("prefix", "asgi"))
+    return str(host)
 
 
 def topic_channel(prefix: str, slug: str) -> str:

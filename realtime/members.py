@@ -22,9 +22,7 @@ import logging
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from realtime import keys, protocol
+from realtime import cluster, keys, protocol
 from realtime.aio import raise_if_cancelled
 from realtime.conf import realtime_settings
 
@@ -75,12 +73,13 @@ class Roster:
         self.client: Any = None
         self.tasks: set[asyncio.Task] = set()
         self.frames = 0  # presence frames sent (the benchmark's figure)
+        self.sharded = cluster.is_cluster(hub.url)  # SPUBLISH on a Redis Cluster
 
     # --- Redis --------------------------------------------------------------------------------
 
     def redis(self) -> Any:
         if self.client is None:
-            self.client = aioredis.Redis.from_url(self.hub.url, socket_connect_timeout=2)
+            self.client = cluster.async_client(self.hub.url, socket_connect_timeout=2)
         return self.client
 
     def _key(self, slug: str) -> str:
@@ -88,7 +87,9 @@ class Roster:
 
     async def signal(self, slug: str, payload: bytes) -> None:
         """PUBLISH ``payload`` on the topic's channel (a whisper)."""
-        await self.redis().publish(keys.topic_channel(self.hub.prefix, slug), payload)
+        await cluster.topic_publish(
+            self.redis(), self.sharded, keys.topic_channel(self.hub.prefix, slug), payload
+        )
 
     # --- this hub's connections ------------------------------------------------------------------
 
@@ -174,7 +175,8 @@ class Roster:
                 pipe.expire(key, ROSTER_TTL)
             else:
                 pipe.hdel(key, self.hub.id)
-            pipe.publish(keys.topic_channel(self.hub.prefix, slug), keys.presence_signal())
+            channel = keys.topic_channel(self.hub.prefix, slug)
+            cluster.topic_publish(pipe, self.sharded, channel, keys.presence_signal())
         await pipe.execute()
 
     # --- listeners -----------------------------------------------------------------------------

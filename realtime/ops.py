@@ -142,9 +142,9 @@ def _database_ping() -> None:
 
 
 async def _redis_ping(url: str) -> None:
-    import redis.asyncio as aioredis
+    from realtime import cluster
 
-    client = aioredis.Redis.from_url(
+    client = cluster.async_client(
         url, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT
     )
     try:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from realtime import fanout, keys, metrics
+from realtime import cluster, fanout, keys, metrics
 from realtime.aio import raise_if_cancelled
 
 EVERY, TTL = 2.0, 10
@@ -21,7 +19,7 @@ async def report(hub: Any) -> None:
     the counts changed, else their expiry renewed), gauges and counts to the metrics."""
     key = keys.presence_key(hub.prefix, hub.id)
     stats_key = keys.hub_stats_key(hub.prefix, hub.id)
-    client = aioredis.Redis.from_url(hub.url, socket_connect_timeout=2)
+    client = cluster.async_client(hub.url, socket_connect_timeout=2)
     try:
         while True:
             raise_if_cancelled()
