@@ -236,3 +236,48 @@ def test_a_cluster_site_with_the_in_memory_layer_passes_its_checks(settings, red
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     settings.DEBUG = False
     assert check_ids(settings, {"REDIS_URL": redis_cluster.url}) == []
+
+
+def move_slot(redis_cluster: EmbeddedCluster, slot: int, source: int, target: int) -> None:
+    """Move ``slot`` (and any keys in it) from master port ``source`` to ``target``."""
+    import redis
+
+    nodes = {port: redis.Redis(port=port) for port in redis_cluster.alive()}
+    ids = {port: client.execute_command("CLUSTER MYID").decode() for port, client in nodes.items()}
+    nodes[target].execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source])
+    nodes[source].execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target])
+    while keys_left := nodes[source].execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+        nodes[source].execute_command(
+            "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys_left
+        )
+    for port in redis_cluster.master_ports():
+        nodes[port].execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target])
+    for client in nodes.values():
+        client.close()
+
+
+async def test_a_topic_whose_slot_moves_is_followed_to_its_new_master(own_cluster, live_site):
+    """Redis 7 tells the subscribers of a moved slot's channels (sunsubscribe): the hubs
+    subscribe again on the new owner and fill the gap from the database."""
+    site = live_site(redis=own_cluster.url, realtime=FAST, workers=2)
+    topic = "moving"
+    site.shell(MAKE_TOPICS.format(slugs=[topic]))
+    clients = await subscribers(site, 10, [topic])
+    for i in range(5):
+        site.publish(topic, json.dumps(i))
+    for c in clients:
+        await c.wait_for(topic, 5)
+    channel = keys.topic_channel(site.prefix, topic).encode()
+    slots = masters_by_slot(own_cluster.url)
+    source = slots.owner(channel)[1]
+    target = next(port for _, port in slots.masters() if port != source)
+    move_slot(own_cluster, key_slot(channel), source, target)
+    assert masters_by_slot(own_cluster.url).owner(channel)[1] == target
+    for i in range(5, 10):
+        site.publish(topic, json.dumps(i))
+    for c in clients:
+        await c.wait_for(topic, 10, timeout=30)
+        assert c.raw[topic] == list(range(1, 11))
+    assert "moved away" in "".join(path.read_text() for path in site.tmp_path.glob("daphne-*.log"))
+    for c in clients:
+        await c.stop()
