@@ -281,3 +281,41 @@ async def test_a_topic_whose_slot_moves_is_followed_to_its_new_master(own_cluste
     assert "moved away" in "".join(path.read_text() for path in site.tmp_path.glob("daphne-*.log"))
     for c in clients:
         await c.stop()
+
+
+TIMED_PUBLISHER = (
+    "import time; from realtime import publish\n"
+    "took = []\n"
+    "for i in range(3):\n"
+    "    started = time.monotonic()\n"
+    "    publish({topic!r}, {{'i': i}})\n"
+    "    took.append(time.monotonic() - started)\n"
+    "print('longest', max(took))\n"
+)
+
+
+async def test_a_master_that_stops_answering_holds_no_publisher(own_cluster, live_site):
+    """A master SIGSTOPped (it answers nothing): a publish waits at most about the fan-out
+    timeout (no retries, no slot-map reloads in the publisher's thread); the outbox sweep
+    delivers once the cluster has failed over."""
+    import signal
+
+    site = live_site(redis=own_cluster.url, realtime=FAST)
+    topic = "stalled"
+    site.shell(MAKE_TOPICS.format(slugs=[topic]))
+    clients = await subscribers(site, 3, [topic])
+    owner = masters_by_slot(own_cluster.url).owner(keys.topic_channel(site.prefix, topic).encode())
+    own_cluster.processes[owner[1]].send_signal(signal.SIGSTOP)
+    try:
+        output = site.shell(TIMED_PUBLISHER.format(topic=topic))
+    finally:
+        own_cluster.processes[owner[1]].send_signal(signal.SIGCONT)
+    longest = float(output.split("longest")[-1])
+    # FANOUT_TIMEOUT is 0.1 s: a connect and a read at most. With redis-py's default retries
+    # each publish took 1.2-2.5 s.
+    assert longest < 1.0, output
+    for c in clients:
+        await c.wait_for(topic, 3, timeout=30)
+        assert c.raw[topic] == [1, 2, 3]
+    for c in clients:
+        await c.stop()
