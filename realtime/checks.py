@@ -33,7 +33,7 @@ _POSITIVE_NUMBERS = (
     "SEND_STALL_TIMEOUT",
     "WHISPER_RATE_PER_S",
 )
-_NON_NEGATIVE_NUMBERS = ("OUTBOX_GRACE", "FANOUT_COOLDOWN", "PRESENCE_GRACE")
+_NON_NEGATIVE_NUMBERS = ("OUTBOX_GRACE", "FANOUT_COOLDOWN", "PRESENCE_GRACE", "SHUTDOWN_DRAIN")
 _BOOLEANS = (
     "REQUIRE_ORIGIN",
     "CONSUMER_CHANNEL_LAYER",
@@ -106,6 +106,8 @@ def check_realtime_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]
             problem = "'socket' or 'autobahn'"
         elif key == "PRESENCE_INFO" and not (val == "" or _importable(val)):
             problem = "'' or the dotted path of a function(user) -> dict that can be imported"
+        elif key == "SHUTDOWN_DRAIN" and _is_number(val) and val > 10:
+            problem = "at most 10 (the supervisor kills a worker 14 s after asking it to stop)"
         elif key == "REDIS_URL" and not (
             val == ""
             or (isinstance(val, str) and val.split("://", 1)[0] in _REDIS_SCHEMES and "://" in val)

@@ -86,6 +86,11 @@ DEFAULTS: dict[str, Any] = {
     # not need it. Off by default: it costs a receive task per connection, and channels ends
     # the connection (1011) when that receive fails, i.e. whenever Redis goes away.
     "CONSUMER_CHANNEL_LAYER": False,
+    # Seconds over which a stopping server closes its connections (with 1001), in 20 batches:
+    # its clients come back on the other hosts or workers a batch at a time, so a rolling
+    # restart never has every client away at once. 0: all at once. Keep it well under the
+    # supervisor's 14 s stop timeout.
+    "SHUTDOWN_DRAIN": 2.0,
     # Under daphne, write fanned-out frames straight to the sockets (realtime/wire.py).
     "DIRECT_WRITE": True,
     # How: "socket" (one send() of the pre-built bytes when Twisted holds nothing for the

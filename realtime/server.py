@@ -215,17 +215,20 @@ def quiet_probe_access_log() -> None:
 
 
 _shutdown_installed = False
+DRAIN_STEPS = 20
+_drained: Any = None  # fires when the shutdown drain has closed every connection
 
 
 def install_shutdown_close() -> None:
     """Under daphne: when the server stops, first stop accepting connections, then close
-    every local socket with 1001 (going away) so that clients reconnect (with jitter,
-    elsewhere) instead of seeing an abnormal closure or reconnecting to a dying process."""
+    every local socket with 1001 (going away), spread over ``SHUTDOWN_DRAIN`` seconds, so
+    that clients reconnect (with jitter, elsewhere) instead of seeing an abnormal closure or
+    reconnecting to a dying process, and not all at once."""
     global _shutdown_installed
     if _shutdown_installed or "daphne.server" not in sys.modules:
         return
     _shutdown_installed = True
-    from twisted.internet import reactor, task, tcp
+    from twisted.internet import defer, reactor, task, tcp
 
     from realtime import engine
 
@@ -233,10 +236,49 @@ def install_shutdown_close() -> None:
         for reader in list(reactor.getReaders()):
             if isinstance(reader, tcp.Port):
                 reader.stopListening()
-        closing = sum(hub.shutdown() for hub in engine.all_hubs())
-        logger.info("server shutting down: closed %d connection(s) with 1001", closing)
-        # Give the close frames a moment to leave before the reactor stops.
-        return task.deferLater(reactor, 0.5 if closing else 0, lambda: None)
+        clients = [client for hub in engine.all_hubs() for client in list(hub.connections)]
+        # Spread the closes over SHUTDOWN_DRAIN seconds (DRAIN_STEPS batches): clients come
+        # back on the other hosts a batch at a time, and a rolling restart never has every
+        # client away at once.
+        drain = realtime_settings.SHUTDOWN_DRAIN
+        batch = max(1, -(-len(clients) // DRAIN_STEPS))
+        interval = drain / DRAIN_STEPS if drain else 0
+        closed = 0
+        global _drained
+        _drained = defer.Deferred()
+
+        def close_batch() -> Any:
+            nonlocal closed
+            for client in clients[closed : closed + batch]:
+                try:
+                    client.server_shutdown()
+                except Exception:
+                    logger.exception("could not close a connection at shutdown")
+            closed += batch
+            if closed < len(clients):
+                return task.deferLater(reactor, interval, close_batch)
+            logger.info("server shutting down: closed %d connection(s) with 1001", len(clients))
+            # Give the close frames a moment to leave before the reactor stops.
+            return task.deferLater(reactor, 0.5 if clients else 0, _drained.callback, None)
+
+        close_batch()
+        return _drained
+
+    # daphne's own trigger (registered after ours, run in the same phase without waiting for
+    # ours) cancels every application at once: it waits for the drain.
+    from daphne.server import Server
+
+    kill_all = Server.kill_all_applications
+
+    def kill_after_drain(self: Any) -> Any:
+        if _drained is None or _drained.called:
+            return kill_all(self)
+        waiting = defer.Deferred()
+        _drained.addBoth(lambda result: (waiting.callback(None), result)[1])
+        waiting.addCallback(lambda _: kill_all(self))
+        return waiting
+
+    Server.kill_all_applications = kill_after_drain
 
     # Registered when the ASGI application is imported, before daphne registers its own
     # trigger that cancels every application: ours must run first.

@@ -33,11 +33,17 @@ NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
 SITE_CONF = ROOT / "deploy" / "nginx" / "realtime.conf"
 
 
-def site_config(app_port: int, port: int, static: Path) -> str:
-    """deploy/nginx/realtime.conf with the lines marked "test:" pointed at this test."""
+def site_config(
+    app_port: int, port: int, static: Path, hosts: tuple[str, str] | None = None
+) -> str:
+    """deploy/nginx/realtime.conf with the lines marked "test:" pointed at this test: one
+    host (127.0.0.1:``app_port``), or two (``hosts``, both on ``app_port``) with the second
+    host's line uncommented."""
     text = SITE_CONF.read_text()
+    first, second = hosts or ("127.0.0.1", None)
     replacements = [
-        (r"server 127\.0\.0\.1:8000;", f"server 127.0.0.1:{app_port};"),
+        (r"server 127\.0\.0\.1:8000 ", f"server {first}:{app_port} "),
+        (r"# server 10\.0\.0\.3:8000 ", f"server {second}:{app_port} " if second else "# "),
         (r"listen 80;", f"listen 127.0.0.1:{port};"),
         (r"listen \[::\]:80;.*\n", ""),
         (r"server_name example\.com;", "server_name _;"),
