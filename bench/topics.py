@@ -76,9 +76,9 @@ def spawn(command: list[str], env: dict, log: Path, cwd: Path) -> subprocess.Pop
 
 
 def hub_reads(redis_url: str, prefix: str) -> dict[str, int]:
-    import redis
+    from realtime import cluster
 
-    client = redis.Redis.from_url(redis_url)
+    client = cluster.sync_client(redis_url)
     found = {}
     for key in client.scan_iter(f"{prefix}:rt:hubstats:*"):
         stats = {k.decode(): v.decode() for k, v in client.hgetall(key).items()}
@@ -188,6 +188,7 @@ def many_topics(args, env: dict, workdir: Path, code: Path) -> dict:
     }
     return {
         "part": "many-topics",
+        "redis": "cluster (3 masters)" if env["REDIS_URL"].startswith("redis+cluster") else "one",
         "code": str(code),
         "topics": args.topics,
         "workers": args.workers,
@@ -270,12 +271,19 @@ def main() -> None:
     parser.add_argument("--presence", type=int, default=0)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--realtime", default="{}", help="JSON: REALTIME settings to add")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a Redis Cluster of 3 masters and 3 replicas (sharded pub/sub) instead of one Redis",
+    )
     args = parser.parse_args()
     from realtime.embedded import EmbeddedRedis, free_port, wait_for_port
+    from realtime.embedded_cluster import EmbeddedCluster
 
     with tempfile.TemporaryDirectory(prefix="realtime-topics-") as tmp:
         workdir = Path(tmp)
-        with EmbeddedRedis(directory=workdir / "redis") as redis_server:
+        made = EmbeddedCluster if args.cluster else EmbeddedRedis
+        with made(directory=workdir / "redis") as redis_server:
             env = dict(
                 os.environ,
                 DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}",
