@@ -408,10 +408,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--phase",
-        choices=("all", "workers", "harnesses", "sse", "before-after"),
+        choices=("all", "workers", "harnesses", "sse", "before-after", "drop"),
         default="all",
         help="workers: 1, 2, 4 workers on one port; harnesses: the Python and the Node.js "
-        "load generators side by side. Both update results.json and RESULTS.md in place.",
+        "load generators side by side. Both update results.json and RESULTS.md in place. "
+        "drop: bench/drop.py (clients cut at random, every server process restarted halfway; "
+        "the product against the tutorial design and the raw broadcast), writing "
+        "bench/drop.json and bench/drop.png.",
     )
     parser.add_argument(
         "--loadgen",
@@ -433,6 +436,9 @@ def main() -> None:
         "writes nothing",
     )
     args = parser.parse_args()
+    if args.phase == "drop":
+        quick = ["--clients", "200", "--seconds", "20"] if args.quick else []
+        sys.exit(subprocess.call([PY, str(BENCH / "drop.py"), *quick], cwd=ROOT))
     command = "python bench/run.py" + (" --quick" if args.quick else "")
     sizes = [100, 1000] if args.quick else [100, 500, 1000, 2000]
     rates = [20, 60, 100] if args.quick else list(COMPARE_RATES)

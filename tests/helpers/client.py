@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from typing import Any
 
 from websockets.asyncio.client import connect
@@ -35,6 +36,7 @@ class ResumingClient:
         self.base_delay, self.cap = base_delay, cap
         self.received: dict[str, list[int]] = {t: [] for t in topics}  # delivered, in order
         self.raw: dict[str, list[int]] = {t: [] for t in topics}  # every frame, duplicates too
+        self.arrival: dict[str, dict[int, float]] = {t: {} for t in topics}  # seq → time.time()
         self.frames: list[dict[str, Any]] = []
         self.connects = 0
         self.close_codes: list[int | None] = []
@@ -94,6 +96,7 @@ class ResumingClient:
             elif kind == "message":
                 topic, seq = frame["topic"], frame["seq"]
                 self.raw[topic].append(seq)
+                self.arrival[topic].setdefault(seq, time.time())
                 last = self.last[topic]
                 if last is None or seq > last:
                     self.last[topic] = seq
