@@ -156,11 +156,50 @@ def write_report(results: dict, out: Path) -> None:
     lines += harnesses_section(results.get("harnesses"))
     lines += sse_section(results.get("sse"))
     lines += before_after_section(results.get("before-after"))
+    lines += steady_section(results.get("steady"))
     lines += targets(results)
     notes = BENCH / "notes.md"  # hand-written findings, kept across regenerated reports
     if notes.exists():
         lines += ["", notes.read_text().rstrip()]
     out.write_text("\n".join(lines) + "\n")
+
+
+def steady_section(found: dict | None) -> list[str]:
+    if not found:
+        return []
+    lines = [
+        "## Steadiness: ten consecutive runs against the raw broadcast",
+        "",
+        f"Run {found['date']} (`python bench/run.py --phase steady`) on {found['cpus']} CPUs:"
+        " each run is 1,000 clients (Node.js load generator), 300 messages at 100 msgs/s, the"
+        " product (through `realtime.publish()`) then the raw broadcast paced the same way."
+        " *Swept*: the product's messages the after-commit fan-out did not send (the outbox"
+        " sweep did).",
+        "",
+        "| run | product delivered/s | raw delivered/s | product / raw | p50 / p99 ms (product)"
+        " | swept | lost |",
+        "|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    rows = found["rows"]
+    ratios = []
+    for product, raw in zip(rows[::2], rows[1::2], strict=False):
+        ratio = product.get("ratio_to_raw", 0.0)
+        ratios.append(ratio)
+        lines.append(
+            f"| {product['run']} | {fmt(product['delivered_per_s'], 0)} |"
+            f" {fmt(raw['delivered_per_s'], 0)} | {ratio:.2f} |"
+            f" {fmt(product['p50_ms'], 1)} / {fmt(product['p99_ms'], 1)} |"
+            f" {product.get('swept', '—')} | {product['lost']} |"
+        )
+    if ratios:
+        mean = sum(ratios) / len(ratios)
+        spread = max(abs(r - mean) / mean for r in ratios) if mean else 0.0
+        lines += [
+            "",
+            f"Product / raw: mean {mean:.2f}, min {min(ratios):.2f}, max {max(ratios):.2f};"
+            f" every run within ±{100 * spread:.0f} % of the mean.",
+        ]
+    return lines + [""]
 
 
 def workers_section(found: dict | None) -> list[str]:

@@ -364,6 +364,50 @@ def sse_phase(bench: Bench) -> list[dict]:
     return rows
 
 
+STEADY_RUNS = 10
+
+
+def swept(bench: Bench, topic: str) -> int:
+    """Messages of ``topic`` that the after-commit fan-out did not send (the outbox sweep
+    did, at least half a second after they were stored)."""
+    code = (
+        "from datetime import timedelta; from django.db.models import F\n"
+        "from realtime.models import Message\n"
+        f"print(Message.objects.filter(topic__slug={topic!r}, "
+        "fanned_out_at__gt=F('created_at') + timedelta(seconds=0.5)).count())"
+    )
+    out = subprocess.run(
+        [PY, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=bench.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def steady_phase(bench: Bench) -> list[dict]:
+    """Issue 19's steadiness: ``STEADY_RUNS`` consecutive pairs (product, then the raw
+    broadcast paced the same way) of 1,000 clients, 300 messages at 100 msgs/s, from the
+    Node.js load generator; with, for the product, how many messages the sweep had to send."""
+    rows = []
+    bench.loadgen_kind = "node"
+    for run in range(1, STEADY_RUNS + 1):
+        pair = {}
+        for server in ("product", "raw"):
+            r = bench.scenario(server, 1000, 100, 3)
+            if server == "product":
+                r["swept"] = swept(bench, f"bench-{bench.topic_counter}")
+            pair[server] = r
+            rows.append({**r, "run": run})
+        ratio = pair["product"]["delivered_per_s"] / max(1.0, pair["raw"]["delivered_per_s"])
+        rows[-2]["ratio_to_raw"] = ratio
+        print(f"  run {run}: product/raw {ratio:.2f}, swept {pair['product']['swept']}", flush=True)
+    bench.loadgen_kind = "python"
+    return rows
+
+
 REPEATS = 4  # each before/after pair, alternating: single runs here vary by ±10 %
 
 
@@ -408,7 +452,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--phase",
-        choices=("all", "workers", "harnesses", "sse", "before-after", "drop"),
+        choices=("all", "workers", "harnesses", "sse", "before-after", "drop", "steady"),
         default="all",
         help="workers: 1, 2, 4 workers on one port; harnesses: the Python and the Node.js "
         "load generators side by side. Both update results.json and RESULTS.md in place. "
@@ -451,7 +495,7 @@ def main() -> None:
             results.update({k: old[k] for k in ("workers", "harnesses", "sse") if k in old})
         else:
             results = old
-    if args.loadgen == "node" or args.phase in ("harnesses", "before-after"):
+    if args.loadgen == "node" or args.phase in ("harnesses", "before-after", "steady"):
         ensure_node_loadgen()
     with tempfile.TemporaryDirectory(prefix="realtime-bench-") as tmp:
         workdir = Path(tmp)
@@ -468,6 +512,7 @@ def main() -> None:
                         "harnesses": harness_phase,
                         "sse": sse_phase,
                         "before-after": before_after_phase,
+                        "steady": steady_phase,
                     }
                     rows = phases[args.phase](bench)
                     results[args.phase] = {
