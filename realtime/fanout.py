@@ -20,6 +20,7 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -180,17 +181,22 @@ def mark_fanned_out(ids: list[int]) -> None:
 
 
 def fan_out_after_commit(messages: list[Any]) -> None:
-    """The after-commit hook of ``publish()``: send now, or leave it to the outbox sweep.
-    Holds the caller for at most about ``FANOUT_TIMEOUT`` (the breaker skips Redis while it
-    is failing)."""
+    """The after-commit hook of ``publish()``: send now, or hand the messages to this
+    process's lane (``Lane``), which sends them in order as soon as Redis answers; the outbox
+    sweep sends whatever neither could. Holds the caller for at most about
+    ``FANOUT_TIMEOUT`` (the breaker skips Redis while it is failing)."""
     committed = time.time()
     for message in messages:
         metrics.PUBLISHED.labels(message.source).inc()
+    behind = the_lane()
+    if behind.busy():  # earlier messages wait there: these go after them, in order
+        behind.put(messages, committed)
+        return
     gate = breaker()
     if not gate.allow():
         counters.skipped += 1
         metrics.FANOUT_FAILURES.labels("breaker_open").inc(len(messages))
-        logger.debug("Redis is failing: %d message(s) left to the outbox sweep", len(messages))
+        behind.put(messages, committed)
         return
     try:
         ids = send_now(messages, timeout=realtime_settings.FANOUT_TIMEOUT, committed=committed)
@@ -200,13 +206,14 @@ def fan_out_after_commit(messages: list[Any]) -> None:
         counters.failed += 1
         metrics.FANOUT_FAILURES.labels("redis_error").inc(len(messages))
         logger.warning(
-            "Fan-out of %s failed (%s: %s); the outbox sweep will send it. Skipping Redis for "
-            "%.3gs.",
+            "Fan-out of %s failed (%s: %s); this process's lane sends it when Redis answers "
+            "(else the outbox sweep). Skipping Redis in the publisher's thread for %.3gs.",
             ", ".join(f"{m.topic.slug}#{m.seq}" for m in messages[:5]),
             type(exc).__name__,
             exc,
             gate.cooldown,
         )
+        behind.put(messages, committed)
         return
     gate.succeeded()
     try:
@@ -214,6 +221,98 @@ def fan_out_after_commit(messages: list[Any]) -> None:
     except Exception:
         # Sent but not marked: the sweep sends it again and consumers drop the duplicate.
         logger.warning("Could not mark %d message(s) as fanned out.", len(ids), exc_info=True)
+
+
+class Lane:
+    """The messages a process's after-commit fan-out could not send at once (a timeout, an
+    open breaker), sent in order by one daemon thread as soon as Redis answers, with the
+    sweep's 2 s timeout, instead of waiting ``OUTBOX_GRACE`` for the scheduler's sweep.
+
+    A timeout of the after-commit send is often a busy machine, not a failing Redis (the
+    publisher's thread was not scheduled within ``FANOUT_TIMEOUT``): before the lane, every
+    message of the breaker's cool-down then waited for the sweep (2-3 s), which stretched a
+    run's deliveries. While the lane holds messages, new ones queue behind them (order). What
+    it cannot send (Redis down) it retries with back-off; the rows stay unmarked, so the
+    sweep sends them too if the lane gives up or the process ends, and consumers drop the
+    duplicate by seq. Bounded: beyond ``MAX`` messages new ones are left to the sweep.
+    """
+
+    MAX = 10_000
+    BATCH = 500
+    GIVE_UP_AFTER = 30.0  # seconds of failing before the sweep alone is left with them
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[Any, float]] = deque()
+        self.sending = 0
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+
+    def busy(self) -> bool:
+        with self.cond:
+            return bool(self.queue) or bool(self.sending)
+
+    def put(self, messages: list[Any], committed: float) -> None:
+        with self.cond:
+            room = self.MAX - len(self.queue) - self.sending
+            for message in messages[: max(0, room)]:
+                self.queue.append((message, committed))
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="realtime-lane", daemon=True)
+                self.thread.start()
+            self.cond.notify()
+
+    def _run(self) -> None:
+        from django.db import connections
+
+        delay, failing_since = 0.05, 0.0
+        while True:
+            with self.cond:
+                while not self.queue:
+                    self.cond.wait()
+                batch = [self.queue.popleft() for _ in range(min(self.BATCH, len(self.queue)))]
+                self.sending = len(batch)
+            try:
+                publish_events(
+                    ((m.topic.slug, m.seq, frame(m), committed) for m, committed in batch),
+                    timeout=2.0,
+                )
+            except Exception as exc:
+                now = time.monotonic()
+                failing_since = failing_since or now
+                with self.cond:
+                    self.sending = 0
+                    if now - failing_since < self.GIVE_UP_AFTER:
+                        self.queue.extendleft(reversed(batch))  # again, first
+                    else:
+                        self.queue.clear()  # the sweep has them (their rows are unmarked)
+                        failing_since = 0.0
+                logger.debug("lane: Redis still failing (%s); retrying in %.2fs", exc, delay)
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            delay, failing_since = 0.05, 0.0
+            try:
+                mark_fanned_out([m.pk for m, _ in batch])
+            except Exception:
+                logger.warning("lane: could not mark %d message(s)", len(batch), exc_info=True)
+            finally:
+                connections.close_all()  # this thread's: back to the pool between batches
+                with self.cond:
+                    self.sending = 0
+
+
+_lane: Lane | None = None
+_lane_lock = threading.Lock()
+
+
+def the_lane() -> Lane:
+    """This process's lane (made on first use)."""
+    global _lane
+    if _lane is None:
+        with _lane_lock:
+            if _lane is None:
+                _lane = Lane()
+    return _lane
 
 
 # --- heads, access changes ---------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from django.db import transaction
@@ -94,14 +96,41 @@ async def test_publish_in_rolled_back_transaction_sends_nothing(listener):
     assert await database_sync_to_async(Message.objects.count)() == 1
 
 
+async def test_a_failed_fan_out_goes_to_the_lane_which_sends_it_in_order(
+    listener, monkeypatch, settings
+):
+    """The after-commit send times out (a busy machine, not a dead Redis): the process's lane
+    sends the message at once, and the next one queues behind it, with no sweep."""
+    await database_sync_to_async(Topic.objects.create)(slug="news")
+
+    def too_slow(messages, timeout, committed):
+        raise TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(fanout, "send_now", too_slow)
+    first = await database_sync_to_async(publish)("news", {"n": 1})
+    monkeypatch.undo()
+    second = await database_sync_to_async(publish)("news", {"n": 2})
+    assert [(await listener.next())[1] for _ in range(2)] == [1, 2]
+    for message in (first, second):
+        for _ in range(100):
+            await database_sync_to_async(message.refresh_from_db)()
+            if message.fanned_out_at is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert message.fanned_out_at is not None
+    assert await outbox.sweep() == 0
+
+
 async def test_failed_fan_out_is_left_for_the_sweep_which_sends_it(listener, monkeypatch, settings):
     settings.REALTIME = {"OUTBOX_GRACE": 0}
     await database_sync_to_async(Topic.objects.create)(slug="news")
 
-    def redis_down(messages):
+    def redis_down(messages, timeout, committed):
         raise ConnectionError("Redis is down")
 
     monkeypatch.setattr(fanout, "send_now", redis_down)
+    # The lane cannot send either (as if the process ended before Redis came back).
+    monkeypatch.setattr(fanout.Lane, "put", lambda self, messages, committed: None)
     message = await database_sync_to_async(publish)("news", {"n": 1})
     monkeypatch.undo()
     await database_sync_to_async(message.refresh_from_db)()
