@@ -45,6 +45,28 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
             time.sleep(0.05)
 
 
+def server_command(binary: str, port: int, directory: Path, *extra: str) -> list[str]:
+    """A ``redis-server`` on 127.0.0.1:``port`` that saves nothing, logging warnings only."""
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+        *extra,
+    ]
+
+
 class EmbeddedRedis:
     """A child ``redis-server`` process; ``stop()``/``start()`` restart it on the same port."""
 
@@ -60,23 +82,7 @@ class EmbeddedRedis:
     def start(self) -> EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ],
+            server_command(redis_server_binary(), self.port, self.directory),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from realtime.embedded import wait_for_port
+from realtime.embedded import server_command, wait_for_port
 
 
 def _free(port: int) -> bool:
@@ -71,29 +71,17 @@ class EmbeddedCluster:
         node_dir = self.directory / str(port)
         node_dir.mkdir(parents=True, exist_ok=True)
         self.processes[port] = subprocess.Popen(
-            [
+            server_command(
                 server,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
+                port,
+                node_dir,
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "1000",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(node_dir),
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ],
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -160,29 +160,21 @@ async def test_a_master_killed_while_publishing_loses_nothing(own_cluster, live_
 async def test_presence_and_whispers_cross_processes_on_the_cluster(live_site, redis_cluster):
     """The roster (hashes with the topic as hash tag), its signals and whispers (SPUBLISH on
     the topic's channel) reach a connection on another process."""
-    from tests.helpers.browserless import Browserless
     from tests.helpers.processes import start_daphne
-    from tests.test_families import NEW_ORDER, frame_of, request, signed_in, start_site
+    from tests.test_families import (
+        NEW_ORDER,
+        ann_and_boss_across_processes,
+        frame_of,
+        request,
+        start_site,
+    )
 
     site = start_site(lambda **o: live_site(redis=redis_cluster.url, **o))
     order = int(site.shell(NEW_ORDER).split()[-1])
     other, port = start_daphne(site.env, site.tmp_path / "second.log")
     try:
         topic = f"orders:{order}"
-        ann = await signed_in(site, "ann")
-        browser = Browserless(f"http://127.0.0.1:{port}")
-        await asyncio.to_thread(browser.login, "boss", "boss-pass-123")
-        boss = await browser.socket(f"ws://127.0.0.1:{port}/ws/")
-        await boss.recv()
-        await request(ann, {"type": "subscribe", "topic": topic, "presence": True})
-        await frame_of(ann, "presence")
-        await request(boss, {"type": "subscribe", "topic": topic, "presence": True})
-        roster = await frame_of(boss, "presence")
-        assert sorted(m["name"] for m in roster["members"]) == ["Ann Lee", "boss"]
-        joined = await frame_of(ann, "presence_diff")
-        assert [m["name"] for m in joined["joins"]] == ["boss"]
-        await boss.send(json.dumps({"type": "whisper", "topic": topic, "data": "hi"}))
-        assert (await frame_of(ann, "whisper"))["data"] == "hi"
+        ann, boss = await ann_and_boss_across_processes(site, topic, port)
         await request(boss, {"type": "publish", "topic": topic, "data": {"n": 1}})
         assert (await frame_of(ann, "message", topic=topic))["data"] == {"n": 1}
         for ws in (ann, boss):

@@ -357,24 +357,30 @@ async def test_whispers_reach_the_others_not_the_sender_and_are_limited(site, or
         await ws.close()
 
 
+async def ann_and_boss_across_processes(site, topic: str, port: int):
+    """ann on the site's process and boss on the one at ``port``, both on ``topic`` with
+    presence: each sees the other by name, and boss's whisper reaches ann. (ann, boss)."""
+    ann = await signed_in(site, "ann")
+    browser = Browserless(f"http://127.0.0.1:{port}")
+    await asyncio.to_thread(browser.login, "boss", "boss-pass-123")
+    boss = await browser.socket(f"ws://127.0.0.1:{port}/ws/")
+    await boss.recv()
+    await request(ann, {"type": "subscribe", "topic": topic, "presence": True})
+    await frame_of(ann, "presence")
+    await request(boss, {"type": "subscribe", "topic": topic, "presence": True})
+    roster = await frame_of(boss, "presence")
+    assert sorted(m["name"] for m in roster["members"]) == ["Ann Lee", "boss"]
+    joined = await frame_of(ann, "presence_diff")
+    assert [m["name"] for m in joined["joins"]] == ["boss"]
+    await boss.send(json.dumps({"type": "whisper", "topic": topic, "data": "hi"}))
+    assert (await frame_of(ann, "whisper"))["data"] == "hi"
+    return ann, boss
+
+
 async def test_presence_and_whispers_reach_connections_on_another_process(site, order, tmp_path):
     other, port = start_daphne(site.env, tmp_path / "second.log")
     try:
-        topic = f"orders:{order}"
-        ann = await signed_in(site, "ann")
-        browser = Browserless(f"http://127.0.0.1:{port}")
-        await asyncio.to_thread(browser.login, "boss", "boss-pass-123")
-        boss = await browser.socket(f"ws://127.0.0.1:{port}/ws/")
-        await boss.recv()
-        await request(ann, {"type": "subscribe", "topic": topic, "presence": True})
-        await frame_of(ann, "presence")
-        await request(boss, {"type": "subscribe", "topic": topic, "presence": True})
-        roster = await frame_of(boss, "presence")
-        assert sorted(m["name"] for m in roster["members"]) == ["Ann Lee", "boss"]
-        joined = await frame_of(ann, "presence_diff")
-        assert [m["name"] for m in joined["joins"]] == ["boss"]
-        await boss.send(json.dumps({"type": "whisper", "topic": topic, "data": "hi"}))
-        assert (await frame_of(ann, "whisper"))["data"] == "hi"
+        ann, _ = await ann_and_boss_across_processes(site, f"orders:{order}", port)
         # The other process is killed: its member leaves within the grace and a few seconds.
         os.killpg(other.popen.pid, signal.SIGKILL)
         left = await frame_of(ann, "presence_diff", timeout=12)
