@@ -14,6 +14,7 @@ messages are left to the outbox sweep; then one fan-out tries Redis again.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -139,13 +140,15 @@ def breaker() -> Breaker:
 
 
 def publish_events(
-    events: Iterable[tuple[str, int, str, float | None]], timeout: float = 2.0
+    events: Iterable[tuple[str, int, str, float | None]],
+    timeout: float = 2.0,
+    target: Any = None,
 ) -> None:
-    """PUBLISH each (slug, seq, frame, commit time) in one pipeline round trip. Raises on
-    Redis errors."""
+    """PUBLISH each (slug, seq, frame, commit time) in one pipeline round trip, through the
+    process-wide client or ``target``. Raises on Redis errors."""
     url, prefix = keys.redis_config()
     sharded = cluster.is_cluster(url)
-    pipe = client(timeout).pipeline(transaction=False)
+    pipe = (target or client(timeout)).pipeline(transaction=False)
     for slug, seq, text, committed in events:
         cluster.topic_publish(
             pipe, sharded, keys.topic_channel(prefix, slug), keys.encode_event(seq, text, committed)
@@ -246,6 +249,7 @@ class Lane:
         self.sending = 0
         self.cond = threading.Condition()
         self.thread: threading.Thread | None = None
+        self.stopping = False
 
     def busy(self) -> bool:
         with self.cond:
@@ -261,20 +265,39 @@ class Lane:
                 self.thread.start()
             self.cond.notify()
 
+    def stop(self) -> None:
+        """At interpreter exit: half a second to send what it holds (a command that published
+        and ends), then the thread ends between two sends (the rest stays for the sweep), so
+        that it is never frozen in the middle of one."""
+        with self.cond:
+            self.cond.wait_for(lambda: not self.queue and not self.sending, timeout=0.5)
+            self.stopping = True
+            self.cond.notify_all()
+        if self.thread is not None:
+            self.thread.join(0.5)
+
     def _run(self) -> None:
         from django.db import connections
 
+        # A client of this thread's own: at interpreter exit a daemon thread is frozen where
+        # it stands, and one frozen inside the process-wide client's pool (holding its lock)
+        # hung the main thread's exit as it closed that client (seen with Redis down).
+        url, _ = keys.redis_config()
+        own = cluster.sync_client(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         delay, failing_since = 0.05, 0.0
         while True:
             with self.cond:
-                while not self.queue:
+                while not self.queue and not self.stopping:
                     self.cond.wait()
+                if self.stopping:
+                    return
                 batch = [self.queue.popleft() for _ in range(min(self.BATCH, len(self.queue)))]
                 self.sending = len(batch)
             try:
                 publish_events(
                     ((m.topic.slug, m.seq, frame(m), committed) for m, committed in batch),
                     timeout=2.0,
+                    target=own,
                 )
             except Exception as exc:
                 now = time.monotonic()
@@ -287,7 +310,8 @@ class Lane:
                         self.queue.clear()  # the sweep has them (their rows are unmarked)
                         failing_since = 0.0
                 logger.debug("lane: Redis still failing (%s); retrying in %.2fs", exc, delay)
-                time.sleep(delay)
+                with self.cond:
+                    self.cond.wait_for(lambda: self.stopping, timeout=delay)
                 delay = min(2.0, delay * 2)
                 continue
             delay, failing_since = 0.05, 0.0
@@ -299,6 +323,7 @@ class Lane:
                 connections.close_all()  # this thread's: back to the pool between batches
                 with self.cond:
                     self.sending = 0
+                    self.cond.notify_all()  # stop() may wait for an empty lane
 
 
 _lane: Lane | None = None
@@ -312,6 +337,7 @@ def the_lane() -> Lane:
         with _lane_lock:
             if _lane is None:
                 _lane = Lane()
+                atexit.register(_lane.stop)
     return _lane
 
 
