@@ -146,6 +146,7 @@ async def hosts_part(tmp: Path) -> dict:
 
     redis = EmbeddedRedis(directory=tmp / "redis").start()
     procs = []
+    hosts: list = []
     try:
         env = env_for(
             admin_url.rsplit("/", 1)[0] + "/" + name,
@@ -209,9 +210,10 @@ async def hosts_part(tmp: Path) -> dict:
         }
         for c in clients:
             await c.stop()
-        hosts[1].stop()
         return result
     finally:
+        for host in hosts:  # what started, stopped by pid, also when a step failed
+            host.stop()
         for proc in procs:
             proc.stop()
         redis.stop()
