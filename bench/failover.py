@@ -133,92 +133,64 @@ async def cluster_part(tmp: Path) -> dict:
 async def hosts_part(tmp: Path) -> dict:
     import psycopg
 
-    from tests.helpers.processes import manage
-    from tests.test_two_hosts import Host, connections_by_pid
+    from realtime.embedded import EmbeddedRedis
+    from tests.test_two_hosts import two_host_site
 
     admin_url = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     name = f"failover_{os.getpid()}"
     admin = psycopg.connect(admin_url, autocommit=True)
     admin.execute(f'CREATE DATABASE "{name}"')
-    from realtime.embedded import EmbeddedRedis, free_port, wait_for_port
-    from tests.helpers.processes import PYTHON, Proc, env_for
-    from tests.test_nginx import NGINX, main_config, site_config
-
     redis = EmbeddedRedis(directory=tmp / "redis").start()
-    procs = []
-    hosts: list = []
+    database = admin_url.rsplit("/", 1)[0] + "/" + name
+    tmp.mkdir(parents=True, exist_ok=True)
     try:
-        env = env_for(
-            admin_url.rsplit("/", 1)[0] + "/" + name,
-            redis.url,
-            REDIS_PREFIX="failover",
-            PROXY_HEADERS="1",
-            USE_X_FORWARDED_HOST="1",
-            REALTIME=json.dumps(FAST),
-        )
-        manage(env, "migrate", "--noinput")
-        manage(env, "seeddemo")
-        app_port, port = free_port(), free_port()
-        hosts = [Host(a, app_port, env, tmp) for a in ("127.0.0.2", "127.0.0.3")]
-        nginx_dir = tmp / "nginx"
-        nginx_dir.mkdir()
-        conf = nginx_dir / "nginx.conf"
-        conf.write_text(
-            main_config(nginx_dir, site_config(app_port, port, tmp, ("127.0.0.2", "127.0.0.3")))
-        )
-        procs.append(
-            Proc([NGINX, "-p", str(nginx_dir), "-c", str(conf)], dict(os.environ), tmp / "n.log")
-        )
-        for host in hosts:
-            host.start()
-        wait_for_port(port, timeout=15)
-        base = f"http://127.0.0.1:{port}"
-        ws_url = f"ws://127.0.0.1:{port}/ws/"
-        # deploy/nginx allows 100 sockets per client address (limit_conn): stay under it.
-        clients = [
-            ResumingClient(ws_url, ["chat"], origin=base).start() for _ in range(HOST_CLIENTS)
-        ]
-        for c in clients:
-            await asyncio.wait_for(c.subscribed.wait(), 60)
-        await asyncio.sleep(3)  # hubs report their connections every 2 s
-        counts = connections_by_pid(env)
-        on_victim = sum(n for pid, n in counts.items() if pid in hosts[0].pids())
-        before = {id(c): c.connects for c in clients}
-        code = PUBLISHER.format(topics=["chat"], count=200, pause=0.05)
-        pub = Proc([PYTHON, "manage.py", "shell", "-c", code], env, tmp / "pub.log")
-        await asyncio.sleep(3)
-        killed = time.monotonic()
-        hosts[0].kill()
-        moved = [c for c in clients if c.ws is None or c.connects > before[id(c)]]
-        async with asyncio.timeout(60):
-            while True:
-                moved = [c for c in clients if c.connects > before[id(c)]]
-                if len(moved) >= on_victim and all(c.ws is not None for c in moved):
-                    break
-                await asyncio.sleep(0.01)
-        reconnected = time.monotonic() - killed
-        await asyncio.to_thread(pub.popen.wait, 120)
-        head = max(seq for _, _, seq in published(pub))
-        caught = await caught_up(clients, {"chat": head}, 60)
-        result = {
-            "part": "host-killed",
-            "clients": HOST_CLIENTS,
-            "clients_on_killed_host": on_victim,
-            "all_reconnected_s": round(reconnected, 2),
-            "caught_up_after_publishing_s": round(caught, 2),
-            "lost": sum(len(set(range(1, head + 1)) - set(c.received["chat"])) for c in clients),
-        }
-        for c in clients:
-            await c.stop()
-        return result
+        with two_host_site(database, redis.url, tmp, "failover") as (hosts, base, env):
+            return await _host_killed(hosts, base, env, tmp)
     finally:
-        for host in hosts:  # what started, stopped by pid, also when a step failed
-            host.stop()
-        for proc in procs:
-            proc.stop()
         redis.stop()
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.close()
+
+
+async def _host_killed(hosts: list, base: str, env: dict, tmp: Path) -> dict:
+    from tests.helpers.processes import PYTHON, Proc
+    from tests.test_two_hosts import connections_by_pid
+
+    ws_url = base.replace("http://", "ws://") + "/ws/"
+    # deploy/nginx allows 100 sockets per client address (limit_conn): stay under it.
+    clients = [ResumingClient(ws_url, ["chat"], origin=base).start() for _ in range(HOST_CLIENTS)]
+    for c in clients:
+        await asyncio.wait_for(c.subscribed.wait(), 60)
+    await asyncio.sleep(3)  # hubs report their connections every 2 s
+    counts = connections_by_pid(env)
+    on_victim = sum(n for pid, n in counts.items() if pid in hosts[0].pids())
+    before = {id(c): c.connects for c in clients}
+    code = PUBLISHER.format(topics=["chat"], count=200, pause=0.05)
+    pub = Proc([PYTHON, "manage.py", "shell", "-c", code], env, tmp / "pub.log")
+    await asyncio.sleep(3)
+    killed = time.monotonic()
+    hosts[0].kill()
+    async with asyncio.timeout(60):
+        while True:
+            moved = [c for c in clients if c.connects > before[id(c)]]
+            if len(moved) >= on_victim and all(c.ws is not None for c in moved):
+                break
+            await asyncio.sleep(0.01)
+    reconnected = time.monotonic() - killed
+    await asyncio.to_thread(pub.popen.wait, 120)
+    head = max(seq for _, _, seq in published(pub))
+    caught = await caught_up(clients, {"chat": head}, 60)
+    result = {
+        "part": "host-killed",
+        "clients": HOST_CLIENTS,
+        "clients_on_killed_host": on_victim,
+        "all_reconnected_s": round(reconnected, 2),
+        "caught_up_after_publishing_s": round(caught, 2),
+        "lost": sum(len(set(range(1, head + 1)) - set(c.received["chat"])) for c in clients),
+    }
+    for c in clients:
+        await c.stop()
+    return result
 
 
 async def main() -> None:

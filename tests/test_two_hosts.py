@@ -6,11 +6,13 @@ nothing lost. A rolling restart: never every client disconnected at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -71,20 +73,18 @@ class Host:
                 proc.stop()
 
 
-@pytest.fixture
-def two_hosts(postgres_database, redis_url, tmp_path):
-    """(hosts, nginx base URL, env)."""
-    if not os.path.exists(NGINX):
-        pytest.fail(f"No nginx at {NGINX}: scripts/test installs Debian's nginx.")
-    prefix = f"hosts-{uuid.uuid4().hex[:8]}"
+@contextlib.contextmanager
+def two_host_site(database_url: str, redis_url: str, tmp_path: Path, prefix: str, **extra: str):
+    """Both hosts started behind nginx on one database and Redis: (hosts, nginx base URL,
+    env); every process stopped at the end, whatever happened (bench/failover.py too)."""
     env = env_for(
-        postgres_database,
+        database_url,
         redis_url,
         REDIS_PREFIX=prefix,
         PROXY_HEADERS="1",
         USE_X_FORWARDED_HOST="1",
-        ACCESS_LOG="1",
         REALTIME=json.dumps(FAST),
+        **extra,
     )
     manage(env, "migrate", "--noinput")
     manage(env, "seeddemo")
@@ -110,6 +110,16 @@ def two_hosts(postgres_database, redis_url, tmp_path):
         nginx.stop()
         for host in hosts:
             host.stop()
+
+
+@pytest.fixture
+def two_hosts(postgres_database, redis_url, tmp_path):
+    """(hosts, nginx base URL, env)."""
+    if not os.path.exists(NGINX):
+        pytest.fail(f"No nginx at {NGINX}: scripts/test installs Debian's nginx.")
+    prefix = f"hosts-{uuid.uuid4().hex[:8]}"
+    with two_host_site(postgres_database, redis_url, tmp_path, prefix, ACCESS_LOG="1") as found:
+        yield found
 
 
 def connections_by_pid(env: dict[str, str]) -> dict[int, int]:
