@@ -18,7 +18,6 @@ database.
 from __future__ import annotations
 
 import asyncio
-import logging
 from bisect import bisect_right
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,8 +30,6 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from realtime.aio import raise_if_cancelled
-
-logger = logging.getLogger(__name__)
 
 SCHEME = "redis+cluster"
 
@@ -205,7 +202,6 @@ class ShardedPubSub:
         self.unconfirmed: set[bytes] = set()
         self.dropping: set[bytes] = set()  # channels this hub asked to leave
         self.held_back: list[dict[str, Any]] = []
-        self.closed = False
 
     async def _connection(self, node: tuple[str, int]) -> Any:
         found = self.connections.get(node)
@@ -323,7 +319,6 @@ class ShardedPubSub:
                 await pubsub.ping()
 
     async def aclose(self) -> None:
-        self.closed = True
         for task in self.readers.values():
             task.cancel()
         if self.readers:

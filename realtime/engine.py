@@ -209,16 +209,6 @@ class Hub:
         except TimeoutError:
             return False
 
-    def shutdown(self) -> int:
-        """Close every local connection with 1001; return how many were closed."""
-        closing = 0
-        for consumer in list(self.connections):
-            try:
-                closing += consumer.server_shutdown()
-            except Exception:
-                logger.exception("could not close a connection at shutdown")
-        return closing
-
     # -- the reader
 
     def start(self) -> None:
