@@ -41,6 +41,8 @@ class Transport(Protocol):
     # ``wire.WAITING`` (bytes already wait for the client: nothing written unless ``force``);
     # ``kind`` is the frame's type (a socket ignores it; an event stream names its event).
     write: Callable[..., int] | None
+    # Whether ``write`` takes a ``wire.Burst`` (several frames in one write; a replay's).
+    bursts: bool
 
     async def send_frame(self, kind: str, text: str) -> None:
         """Send a server frame of type ``kind`` (its JSON ``text``), in order."""

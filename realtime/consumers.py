@@ -28,6 +28,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     connection: Connection | None = None
     socket: wire.Socket | None = None  # under daphne
     write: Any = None  # Transport.write (wire.Socket's, when frames may go straight out)
+    bursts = False  # Transport.bursts: frames joined in one write (wire.Socket's socket path)
     address = host = "?"
 
     @property
@@ -56,7 +57,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         daphne = wire.daphne_protocol(self.scope.get(wire.SCOPE_KEY))
         if daphne is not None:
             s = self.socket = wire.Socket(daphne, conf.WRITE_PATH if conf.DIRECT_WRITE else None)
-            for name in ("write", "waiting", "pending", "drop"):  # the Transport's, daphne's way
+            for name in ("write", "bursts", "waiting", "pending", "drop"):  # daphne's way
                 setattr(self, name, getattr(s, name))
         hub = engine.hub()
         c = self.connection = Connection.for_scope(self, hub, self.scope, admitted=True)

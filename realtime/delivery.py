@@ -82,9 +82,10 @@ class Stream:
         self.last = seq
         return True
 
-    def skip_to_target(self) -> None:
-        """The database has nothing more up to ``target`` (pruned): nothing left to send."""
-        self.last = self.target
+    def skip_to(self, seq: int) -> None:
+        """Nothing up to ``seq`` is left to send (the rest was pruned, or was sent)."""
+        if seq > self.last:
+            self.last = seq
 
     def start(self, since: int | None, latest: int, backlog: int) -> bool | None:
         """Place a new subscription; return ``recovered`` (None: it depends on whether

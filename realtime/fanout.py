@@ -51,21 +51,26 @@ counters = Counters()
 
 
 def frame(message: Any) -> str:
-    """The ``message`` frame of a stored ``Message`` (its topic loaded). Never raises for the
-    message's content: data that cannot be sent as is (stored before it was refused at every
-    entry) is repaired and the repair logged, so one row cannot block delivery of the others."""
-    data, repaired = payload.sendable(message.data)
+    """The ``message`` frame of a stored ``Message`` (its topic loaded)."""
+    return stored_frame(
+        message.topic.slug, message.seq, message.created_at, message.data, message.html
+    )
+
+
+def stored_frame(slug: str, seq: int, created_at: Any, data: Any, html: str | None) -> str:
+    """The ``message`` frame of a stored row. Never raises for the message's content: data
+    that cannot be sent as is (stored before it was refused at every entry) is repaired and
+    the repair logged, so one row cannot block delivery of the others."""
+    data, repaired = payload.sendable(data)
     if repaired:
         counters.sanitized += 1
         logger.error(
             "%s#%s holds data that cannot be sent as stored (lone surrogates, NUL, NaN); "
             "sent with those characters replaced.",
-            message.topic.slug,
-            message.seq,
+            slug,
+            seq,
         )
-    return protocol.message(
-        message.topic.slug, message.seq, message.created_at, data, message.html or None
-    )
+    return protocol.message(slug, seq, created_at, data, html or None)
 
 
 # --- clients and the breaker -------------------------------------------------------------------

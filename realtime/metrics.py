@@ -56,6 +56,11 @@ REPLAYED = Counter(
     "realtime_frames_replayed",
     "Message frames sent from the database (backlog, resume, gap fill).",
 )
+REPLAY_READS = Counter(
+    "realtime_replay_page_reads",
+    "Pages of stored messages read from the database for replays; each read is shared by "
+    "every connection of the process that needs that page.",
+)
 PUBLISHED = Counter(
     "realtime_messages_published",
     "Messages stored and committed, by source.",

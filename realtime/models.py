@@ -229,20 +229,12 @@ class Source(models.TextChoices):
 
 class MessageQuerySet(models.QuerySet["Message"]):
     def page(self, topic_id: int, after: int, upto: int, size: int) -> MessageQuerySet:
-        """Retained messages with ``after < seq <= upto``, in order, at most ``size``."""
+        """(seq, created_at, data, html) of the retained messages with ``after < seq <=
+        upto``, in order, at most ``size``: what a frame needs, without model instances."""
         return (
             self.filter(topic_id=topic_id, seq__gt=after, seq__lte=upto)
-            .select_related("topic")
-            .order_by("seq")[:size]
-        )
-
-    def first_retained_seq(self, topic_id: int, after: int) -> int | None:
-        """The first retained seq above ``after`` (None when there is none)."""
-        return (
-            self.filter(topic_id=topic_id, seq__gt=after)
             .order_by("seq")
-            .values_list("seq", flat=True)
-            .first()
+            .values_list("seq", "created_at", "data", "html")[:size]
         )
 
 

@@ -75,6 +75,7 @@ class EventStream:
     ``Transport``: frames become events; message events carry the cursor)."""
 
     write: Any = None  # under daphne: ``_write``, events written straight to the response
+    bursts = False  # each message event carries its own cursor: written one by one
 
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any):
         self.scope, self.receive, self.asgi_send = scope, receive, send

@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
-from realtime import metrics, protocol, topics
+from realtime import metrics, protocol, replay, topics
 from realtime.conf import realtime_settings
 from realtime.delivery import FETCH, SEND, Stream
-from realtime.wire import WAITING, Frame
+from realtime.wire import WAITING, Burst, Frame
 
 logger = logging.getLogger("realtime.consumer")
 
 STATE_DRAIN_POLL = 0.01  # seconds between checks of a socket holding back a state frame
 REPLAY_HIGH_WATER = 256 * 1024
 REPLAY_LOW_WATER = 64 * 1024
+BURST_BYTES = 64 * 1024  # a replay writes up to this many bytes of frames at once
 DRAIN_POLL = 0.005
 
 
@@ -43,6 +45,7 @@ class TopicStreams:
         self.max_send_buffer = realtime_settings.MAX_SEND_BUFFER
         self._write = transport.write
         self._waiting = transport.waiting
+        self._bursts = getattr(transport, "bursts", False)  # frames may be joined in one write
         self.owner = ""  # the connection's id: its own whispers are not sent back to it
 
     def listen(self, slug: str) -> Stream:
@@ -78,9 +81,11 @@ class TopicStreams:
         stream.state = topic.is_state
         latest = await self._latest(slug, stream.topic_id, since)
         recovered = stream.start(since, latest, topic.backlog)
-        if recovered is None:
-            recovered = await topics.first_retained_seq(stream.topic_id, stream.last) == (
-                stream.last + 1
+        if recovered is None:  # whether ``since + 1`` is still stored (the replay's page)
+            recovered = (
+                stream.topic_id is not None
+                and (await replay.pages().read(stream.topic_id, stream.last, latest)).first
+                == stream.last + 1
             )
         return latest, recovered
 
@@ -207,7 +212,8 @@ class TopicStreams:
     async def _catch_up(self, slug: str, stream: Stream) -> None:
         """Send ``stream.last+1 .. stream.target`` from the database, in order, paced by what
         the transport drains; a client that reads at any speed catches up however large the
-        backlog, one that stops reading is dropped."""
+        backlog, one that stops reading is dropped. Pages are read once for every connection
+        of the process (``replay.Pages``)."""
         stream.busy = True
         try:
             if stream.topic_id is None and stream.owed:
@@ -215,28 +221,51 @@ class TopicStreams:
                 stream.topic_id = await topics.topic_id(slug)
                 if stream.topic_id is None or self.streams.get(slug) is not stream:
                     return
+            pages = replay.pages()
             while self.streams.get(slug) is stream and stream.owed:
-                rows = await topics.read_page(stream.topic_id, stream.fetch_after, stream.target)
+                got = await pages.read(stream.topic_id, stream.fetch_after, stream.target)
                 if self.streams.get(slug) is not stream or self.closing:
                     return
-                if not rows:
-                    stream.skip_to_target()  # pruned: nothing left to send
-                    break
-                for seq, text in rows:
-                    if self.transport.pending() > REPLAY_HIGH_WATER:
-                        if not await self._drained() or self.streams.get(slug) is not stream:
-                            return
-                    if stream.sent(seq):
-                        if self._write is not None:  # paced above: queued if need be
-                            self._write(Frame(text.encode(), text), True)
-                        else:
-                            await self.send(protocol.MESSAGE, text)
-                        metrics.local.replayed += 1
+                if not await self._replay(slug, stream, got):
+                    return
+                stream.skip_to(got.upto)  # what the page lacks up to there was pruned
         except Exception:
             logger.warning("catch-up of %s on %s failed", slug, self.label, exc_info=True)
             # The next frame or head announcement for the topic tries again.
         finally:
             stream.busy = False
+
+    async def _replay(self, slug: str, stream: Stream, got: replay.Slice) -> bool:
+        """Write the slice's frames the stream lacks, in order: on a socket in runs of up to
+        ``BURST_BYTES``, one write each (the page's bytes, shared by every connection),
+        elsewhere one by one. False when the stream ended or the client was dropped."""
+        page, i, n = got.page, got.lo, got.hi
+        seqs, offsets = page.seqs, page.offsets
+        while i < n:
+            if self.transport.pending() > REPLAY_HIGH_WATER:
+                if not await self._drained() or self.streams.get(slug) is not stream:
+                    return False
+            while i < n and seqs[i] <= stream.last:
+                i += 1  # sent already
+            if i == n:
+                break
+            if self._bursts:
+                start = offsets[i]
+                j = max(i + 1, bisect_right(offsets, start + BURST_BYTES, i + 1, n + 1) - 1)
+                stream.skip_to(seqs[j - 1])
+                self._write(Burst(page.wire[start : offsets[j]]), True)  # queued if need be
+            else:
+                j = i + 1
+                stream.sent(seqs[i])
+                if self._write is not None:
+                    self._write(page.frames[i], True)
+                else:
+                    await self.send(protocol.MESSAGE, page.frames[i].text)
+                    if self.streams.get(slug) is not stream or self.closing:
+                        return False
+            metrics.local.replayed += j - i
+            i = j
+        return True
 
     async def _drained(self) -> bool:
         """Wait until at most ``REPLAY_LOW_WATER`` bytes wait for the client. A client whose

@@ -19,7 +19,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from realtime import protocol
-from realtime.models import Message, Topic
+from realtime.models import Topic
 
 CACHE_SECONDS = 1.0
 CACHE_SIZE = 10_000
@@ -112,8 +112,6 @@ async def access(slug: str, user: Any, *, fresh: bool = False, cache: dict | Non
 
 # --- the consumers' other reads (each a database thread call) ------------------------------------
 
-PAGE = 500  # replayed and gap-filled messages are read in pages of this size
-
 
 @database_sync_to_async
 def latest_seq(topic_id: int | None) -> int:
@@ -124,21 +122,6 @@ def latest_seq(topic_id: int | None) -> int:
 def topic_id(slug: str) -> int | None:
     """The row id of ``slug`` (a family topic's row appears with its first publish)."""
     return Topic.objects.filter(slug=slug).values_list("pk", flat=True).first()
-
-
-@database_sync_to_async
-def read_page(topic_id: int, after: int, upto: int) -> list[tuple[int, str]]:
-    """(seq, frame) of retained messages with ``after < seq <= upto``, one page."""
-    from realtime.fanout import frame
-
-    return [(m.seq, frame(m)) for m in Message.objects.page(topic_id, after, upto, PAGE)]
-
-
-@database_sync_to_async
-def first_retained_seq(topic_id: int | None, after: int) -> int | None:
-    if topic_id is None:
-        return None
-    return Message.objects.first_retained_seq(topic_id, after)
 
 
 def heads(slugs: list[str]) -> dict[str, int]:

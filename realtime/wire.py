@@ -223,6 +223,7 @@ class Socket:
         self.closed = False  # a close frame was sent (and counted)
         self.gate = ReadGate(protocol)  # frames read as fast as handled
         self.write = functools.partial(WRITERS[write_path], protocol) if write_path else None
+        self.bursts = write_path == "socket"  # several frames may go in one write (``Burst``)
         self.waiting = functools.partial(waiting, protocol)
 
     def pending(self) -> int:
@@ -279,15 +280,30 @@ class Frame:
     @property
     def wire(self) -> bytes:
         if self._wire is None:
-            n = len(self.payload)
-            if n < 126:
-                header = struct.pack("!BB", 0x81, n)
-            elif n < 65536:
-                header = struct.pack("!BBH", 0x81, 126, n)
-            else:
-                header = struct.pack("!BBQ", 0x81, 127, n)
-            self._wire = header + self.payload
+            self._wire = text_frame(self.payload)
         return self._wire
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A server text frame's bytes: unmasked, so the same for every connection."""
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x81, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    return header + payload
+
+
+class Burst:
+    """Several frames' bytes in one write (a replay). Only for the socket write path
+    (``write``), which needs nothing of a frame but its ``wire``."""
+
+    __slots__ = ("wire",)
+
+    def __init__(self, wire: bytes):
+        self.wire = wire
 
 
 def waiting(protocol: Any) -> bool:

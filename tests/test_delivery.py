@@ -61,10 +61,14 @@ def test_stream_start_since_at_latest_is_recovered_and_earlier_asks_the_database
     assert stream.start(10, latest=20, backlog=5) is None and stream.last == 10
 
 
-def test_stream_skip_to_target_after_pruning():
+def test_stream_skip_to_a_pruned_seq_never_goes_back():
     stream = idle(1)
     stream.learn(9)
-    stream.skip_to_target()
+    stream.skip_to(5)
+    assert stream.owed and stream.last == 5
+    stream.skip_to(3)
+    assert stream.last == 5
+    stream.skip_to(9)
     assert not stream.owed and stream.last == 9
 
 

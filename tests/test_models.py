@@ -69,6 +69,5 @@ def test_heads_and_pages_of_messages():
         publish(news, i)
     assert Topic.objects.heads(["news", "nope"]) == {"news": 5}
     assert Topic.objects.latest_seq(news.pk) == 5
-    assert [m.seq for m in Message.objects.page(news.pk, 1, 4, 10)] == [2, 3, 4]
-    assert [m.seq for m in Message.objects.page(news.pk, 0, 5, 2)] == [1, 2]
-    assert Message.objects.first_retained_seq(news.pk, 2) == 3
+    assert [row[0] for row in Message.objects.page(news.pk, 1, 4, 10)] == [2, 3, 4]
+    assert [row[0] for row in Message.objects.page(news.pk, 0, 5, 2)] == [1, 2]
