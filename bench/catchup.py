@@ -9,10 +9,11 @@ while it was away; the figure is the time from the start of its reconnect (TCP c
 handshake, subscribe, replay) to then. Every client must receive every seq once and in order
 (checked: lost, duplicates, out of order).
 
-One product server (``python -m realtime.server``, one worker, SQLite), the load generator
-(raw asyncio protocols, as bench/loadgen.py) and the publisher on the same machine.
+One product server (``python -m realtime.server``: a worker per CPU, two here; SQLite), the load
+generator (raw asyncio protocols, as bench/loadgen.py) and the publisher on the same machine.
 
-    python bench/catchup.py [--clients 1000] [--away 15] [--rate 50] [--out bench/catchup.json]
+    python bench/catchup.py [--clients 1000] [--away 15] [--rate 50] [--runs 3]
+                            [--baseline PATH_TO_A_CHECKOUT] [--out bench/catchup.json]
 """
 
 from __future__ import annotations
@@ -163,6 +164,55 @@ async def run(port: int, env: dict, clients: int, away: float, rate: float, conc
     return result
 
 
+class Server:
+    """The product from one checkout (``root``), with a database and Redis prefix of its own."""
+
+    def __init__(self, root: Path, workdir: Path, redis_url: str, name: str):
+        self.root, self.name = root, name
+        self.env = dict(
+            os.environ,
+            DATABASE_URL=f"sqlite:///{workdir / f'{name}.sqlite3'}",
+            REDIS_URL=redis_url,
+            REDIS_PREFIX=f"catchup-{name}-{os.getpid()}",
+            DEBUG="0",
+            SECRET_KEY="bench-" + os.urandom(24).hex(),
+            LOG_LEVEL="WARNING",
+            DJANGO_SETTINGS_MODULE="project.settings",
+            PYTHONPATH=str(root),
+        )
+        self.log = workdir / f"{name}.log"
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    def setup(self) -> None:
+        manage = [PY, "manage.py"]
+        run = {"cwd": self.root, "env": self.env, "check": True}
+        subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], **run)
+        subprocess.run(
+            [*manage, "topics", "add", TOPIC, "--backlog", "0", "--retain", "100000"],
+            stdout=subprocess.DEVNULL,
+            **run,
+        )
+
+    def start(self) -> None:
+        self.port = free_port()
+        command = [PY, "-m", "realtime.server", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            ["bash", "-c", "ulimit -n $(ulimit -Hn); exec " + shlex.join(command)],
+            cwd=self.root,
+            env=self.env,
+            stdout=open(self.log, "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port(self.port, timeout=60)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(30)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=1000)
@@ -170,7 +220,11 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="messages per second")
     parser.add_argument("--concurrency", type=int, default=200, help="handshakes in flight")
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--label", default="", help="a name for this run in the output")
+    parser.add_argument(
+        "--baseline",
+        help="a checkout of the previous release (git worktree add): each run measures it "
+        "first, then this checkout, on fresh servers",
+    )
     parser.add_argument("--out", default=str(BENCH / "catchup.json"))
     args = parser.parse_args()
     raise_fd_limit()
@@ -180,58 +234,53 @@ async def main() -> None:
     if not redis_url:
         redis = EmbeddedRedis(directory=workdir / "redis").start()
         redis_url = redis.url
-    env = dict(
-        os.environ,
-        DATABASE_URL=f"sqlite:///{workdir / 'catchup.sqlite3'}",
-        REDIS_URL=redis_url,
-        REDIS_PREFIX=f"catchup-{os.getpid()}",
-        DEBUG="0",
-        SECRET_KEY="bench-" + os.urandom(24).hex(),
-        LOG_LEVEL="WARNING",
-        DJANGO_SETTINGS_MODULE="project.settings",
-    )
-    manage = [PY, "manage.py"]
-    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    subprocess.run(
-        [*manage, "topics", "add", TOPIC, "--backlog", "0"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    port = free_port()
-    command = [PY, "-m", "realtime.server", "--port", str(port)]
-    server = subprocess.Popen(
-        ["bash", "-c", "ulimit -n $(ulimit -Hn); exec " + shlex.join(command)],
-        cwd=ROOT,
-        env=env,
-        stdout=open(workdir / "server.log", "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    roots = [("before", Path(args.baseline).resolve())] if args.baseline else []
+    roots.append(("after" if args.baseline else "product", ROOT))
     results = []
     try:
-        wait_for_port(port, timeout=60)
         for k in range(args.runs):
-            result = await run(port, env, args.clients, args.away, args.rate, args.concurrency)
-            result["label"] = args.label
-            result["run"] = k + 1
-            print(
-                f"  caught up p50 {result['caught_up_p50_s']} s p99 {result['caught_up_p99_s']} s"
-                f" max {result['caught_up_max_s']} s; lost {result['lost']} "
-                f"dup {result['duplicates']} out of order {result['out_of_order']}",
-                flush=True,
-            )
-            results.append(result)
+            for name, root in roots:
+                server = Server(root, workdir, redis_url, f"{name}-{k + 1}")
+                server.setup()
+                server.start()
+                try:
+                    result = await run(
+                        server.port,
+                        server.env,
+                        args.clients,
+                        args.away,
+                        args.rate,
+                        args.concurrency,
+                    )
+                finally:
+                    server.stop()
+                result.update(server=name, run=k + 1, revision=revision(root))
+                print(
+                    f"  {name:8} caught up p50 {result['caught_up_p50_s']} s "
+                    f"p99 {result['caught_up_p99_s']} s max {result['caught_up_max_s']} s; "
+                    f"lost {result['lost']} dup {result['duplicates']} "
+                    f"out of order {result['out_of_order']}",
+                    flush=True,
+                )
+                results.append(result)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
         if redis is not None:
             redis.stop()
     out = Path(args.out)
-    previous = json.loads(out.read_text()) if out.exists() else []
-    out.write_text(json.dumps(previous + results, indent=2) + "\n")
-    print(f"appended to {out}")
+    out.write_text(
+        json.dumps(
+            {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": results}, indent=2
+        )
+        + "\n"
+    )
+    print(f"wrote {out}")
+
+
+def revision(root: Path) -> str:
+    done = subprocess.run(
+        ["git", "log", "-1", "--format=%h %s"], cwd=root, capture_output=True, text=True
+    )
+    return done.stdout.strip()[:80]
 
 
 if __name__ == "__main__":

@@ -157,6 +157,8 @@ def write_report(results: dict, out: Path) -> None:
     lines += sse_section(results.get("sse"))
     lines += before_after_section(results.get("before-after"))
     lines += steady_section(results.get("steady"))
+    lines += connections_section(results.get("connections"))
+    lines += catchup_section(BENCH / "catchup.json")
     lines += targets(results)
     notes = BENCH / "notes.md"  # hand-written findings, kept across regenerated reports
     if notes.exists():
@@ -199,6 +201,78 @@ def steady_section(found: dict | None) -> list[str]:
             f"Product / raw: mean {mean:.2f}, min {min(ratios):.2f}, max {max(ratios):.2f};"
             f" every run within ±{100 * spread:.0f} % of the mean.",
         ]
+    return lines + [""]
+
+
+def connections_section(found: dict | None) -> list[str]:
+    if not found:
+        return []
+    baseline = f"; product-before = `{found['baseline']}`" if found.get("baseline") else ""
+    lines = [
+        "## Opening 5,000 connections, and memory per connection, side by side",
+        "",
+        f"Run {found['date']} (`python bench/run.py --phase connections`) on {found['cpus']}"
+        " CPUs: each measurement on a freshly started server, 5,000 WebSocket handshakes (200 in"
+        " flight), then a `subscribe` on each (the product), held idle while the server's RSS is"
+        f" read; both load generators, alternating{baseline}.",
+        "",
+        "| load generator | repeat | server | opened in s | subscribed in s | KB per connection |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    means: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for r in found["rows"]:
+        lines.append(
+            f"| {r['loadgen']} | {r['repeat']} | {r['server']} | {r['open_seconds']:.2f} |"
+            f" {r['subscribe_seconds']:.2f} | {r['kb_per_connection']:.1f} |"
+        )
+        means.setdefault((r["loadgen"], r["server"]), []).append(
+            (r["open_seconds"], r["kb_per_connection"])
+        )
+    lines += [
+        "",
+        "| load generator | server | opened in s (mean) | ÷ raw | KB per connection (mean)"
+        " | ÷ raw |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for (kind, server), values in means.items():
+        opened = sum(v[0] for v in values) / len(values)
+        kb = sum(v[1] for v in values) / len(values)
+        raw = means.get((kind, "raw"), [(0.0, 0.0)])
+        raw_opened = sum(v[0] for v in raw) / len(raw)
+        raw_kb = sum(v[1] for v in raw) / len(raw)
+        opened_ratio = opened / raw_opened if raw_opened else 0.0
+        kb_ratio = kb / raw_kb if raw_kb else 0.0
+        lines.append(
+            f"| {kind} | {server} | {opened:.2f} | {opened_ratio:.2f}× | {kb:.1f} |"
+            f" {kb_ratio:.2f}× |"
+        )
+    return lines + [""]
+
+
+def catchup_section(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    found = json.loads(path.read_text())
+    lines = [
+        "## Catching up: 1,000 clients back after 15 s away",
+        "",
+        f"Run {found['date']} (`python bench/catchup.py --runs 3 --baseline PATH`): 1,000"
+        " clients subscribe, all go away, 750 messages are published at 50 msgs/s, then all"
+        " connect again (200 handshakes in flight) and resume with `since` while publishing goes"
+        " on at 50 msgs/s. Caught up = the last message published while away has arrived,"
+        " timed from the start of the client's reconnect. Fresh servers"
+        " (`python -m realtime.server`, two workers, SQLite) for every run.",
+        "",
+        "| run | server | revision | caught up p50 s | p90 s | p99 s | max s | lost | dup |"
+        " out of order |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in found["runs"]:
+        lines.append(
+            f"| {r['run']} | {r['server']} | `{r['revision'][:40]}` | {r['caught_up_p50_s']} |"
+            f" {r['caught_up_p90_s']} | {r['caught_up_p99_s']} | {r['caught_up_max_s']} |"
+            f" {r['lost']} | {r['duplicates']} | {r['out_of_order']} |"
+        )
     return lines + [""]
 
 

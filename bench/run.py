@@ -112,16 +112,26 @@ class Bench:
             specs[name] = (daphne_command("127.0.0.1", "{port}"), ROOT)
         if baseline is not None:  # the previous release's code, same database and Redis
             specs["product-before"] = (daphne_command("127.0.0.1", "{port}"), baseline)
-        for name, (command, cwd) in specs.items():
-            port = free_port()
-            env = None
-            if name in VARIANTS:
-                realtime = {**json.loads(self.env["REALTIME"]), **VARIANTS[name]}
-                env = {**self.env, "REALTIME": json.dumps(realtime)}
-            command = [c.replace("{port}", str(port)) for c in command]
-            proc = self.spawn(name, command, cwd, env)
-            wait_for_port(port, timeout=60)
-            self.ports[name], self.pids[name] = port, proc.pid
+        self.specs = specs
+        for name in specs:
+            self.start_one(name)
+
+    def start_one(self, name: str) -> None:
+        """Start server ``name`` of ``start_servers`` (again) on a free port."""
+        command, cwd = self.specs[name]
+        port = free_port()
+        env = None
+        if name in VARIANTS:
+            realtime = {**json.loads(self.env["REALTIME"]), **VARIANTS[name]}
+            env = {**self.env, "REALTIME": json.dumps(realtime)}
+        command = [c.replace("{port}", str(port)) for c in command]
+        proc = self.spawn(name, command, cwd, env)
+        wait_for_port(port, timeout=60)
+        self.ports[name], self.pids[name] = port, proc.pid
+
+    def restart(self, name: str) -> None:
+        self.stop_one(name)
+        self.start_one(name)
 
     def start_workers(self, name: str, workers: int) -> None:
         """``python -m realtime.server --workers N`` on a free port, as ``name``."""
@@ -433,6 +443,25 @@ def before_after_phase(bench: Bench) -> list[dict]:
     return rows
 
 
+def connections_phase(bench: Bench) -> list[dict]:
+    """Issue 19's handshakes and memory: 5,000 connections opened (then subscribed) on a
+    freshly started server, its RSS before and after, for the product (and the release before
+    with ``--baseline``) and the raw broadcast, from both load generators, ``REPEATS`` times
+    alternating."""
+    rows = []
+    servers = (["product-before"] if "product-before" in bench.ports else []) + ["product", "raw"]
+    for repeat in range(1, REPEATS + 1):
+        for kind in ("python", "node"):
+            bench.loadgen_kind = kind
+            for server in servers:
+                bench.restart(server)
+                time.sleep(1.0)  # settled before its RSS is read
+                r = bench.memory(server, 5000)
+                rows.append({**r, "loadgen": kind, "repeat": repeat})
+    bench.loadgen_kind = "python"
+    return rows
+
+
 def harness_phase(bench: Bench) -> list[dict]:
     """The same scenarios from both load generators: product and raw at 20 and 100 msg/s to
     1,000 clients."""
@@ -452,13 +481,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--phase",
-        choices=("all", "workers", "harnesses", "sse", "before-after", "drop", "steady"),
+        choices=(
+            "all",
+            "workers",
+            "harnesses",
+            "sse",
+            "before-after",
+            "drop",
+            "steady",
+            "connections",
+        ),
         default="all",
         help="workers: 1, 2, 4 workers on one port; harnesses: the Python and the Node.js "
         "load generators side by side. Both update results.json and RESULTS.md in place. "
         "drop: bench/drop.py (clients cut at random, every server process restarted halfway; "
         "the product against the tutorial design and the raw broadcast), writing "
-        "bench/drop.json and bench/drop.png.",
+        "bench/drop.json and bench/drop.png. connections: 5,000 connections opened on fresh "
+        "servers, memory per connection (product, raw, and product-before with --baseline).",
     )
     parser.add_argument(
         "--loadgen",
@@ -469,8 +508,8 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         metavar="PATH",
-        help="with --phase before-after: a checkout of the previous release (git worktree add "
-        "PATH REV), served as product-before beside the product",
+        help="with --phase before-after or connections: a checkout of the previous release "
+        "(git worktree add PATH REV), served as product-before beside the product",
     )
     parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
     parser.add_argument(
@@ -495,7 +534,12 @@ def main() -> None:
             results.update({k: old[k] for k in ("workers", "harnesses", "sse") if k in old})
         else:
             results = old
-    if args.loadgen == "node" or args.phase in ("harnesses", "before-after", "steady"):
+    if args.loadgen == "node" or args.phase in (
+        "harnesses",
+        "before-after",
+        "steady",
+        "connections",
+    ):
         ensure_node_loadgen()
     with tempfile.TemporaryDirectory(prefix="realtime-bench-") as tmp:
         workdir = Path(tmp)
@@ -513,6 +557,7 @@ def main() -> None:
                         "sse": sse_phase,
                         "before-after": before_after_phase,
                         "steady": steady_phase,
+                        "connections": connections_phase,
                     }
                     rows = phases[args.phase](bench)
                     results[args.phase] = {
