@@ -13,6 +13,7 @@ time per connection by function), for the time goal.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import os
@@ -61,6 +62,18 @@ def report_memory(before, after, clients: int, types_before: Counter) -> None:
                 f"{s.size_diff / clients:8.0f} B {s.count_diff / clients:6.1f} blocks"
                 f"  {where}{line}"
             )
+    from twisted.internet import reactor
+
+    tasks = Counter(t.get_coro().__qualname__ for t in asyncio.all_tasks(reactor._asyncioEventloop))
+    print("-- asyncio tasks by coroutine (per connection)")
+    for name, count in tasks.most_common(8):
+        print(f"{count / clients:8.2f}  {name}")
+    coroutines = Counter(
+        o.__qualname__ for o in gc.get_objects() if type(o).__name__ == "coroutine"
+    )
+    print("-- suspended coroutines (per connection)")
+    for name, count in coroutines.most_common(20):
+        print(f"{count / clients:8.2f}  {name}")
     types_after = Counter(type(o).__qualname__ for o in gc.get_objects())
     print("-- gc-tracked objects by type (per connection)")
     for name, count in (types_after - types_before).most_common(30):
@@ -73,7 +86,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--profile", action="store_true", help="time, not memory")
     parser.add_argument("--gc", action="store_true", help="the collector's work while opening")
+    parser.add_argument("--threshold", help="gc thresholds to run with, e.g. 7000,10,10")
     args = parser.parse_args()
+    if args.threshold:
+        os.environ["REALTIME_BENCH_GC_THRESHOLD"] = args.threshold
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -120,6 +136,8 @@ def main() -> None:
                     row[1] += time.perf_counter() - started[0]
                     row[2] += info["collected"]
 
+            if args.threshold:
+                gc.set_threshold(*(int(x) for x in args.threshold.split(",")))
             gc.callbacks.append(watch)
             begun = time.perf_counter()
             gen = loadgen(port, args.clients, "profiled")

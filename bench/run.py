@@ -39,7 +39,7 @@ TUTORIAL_RATES = [1, 2, 3, 4, 6]
 COMPARE_RATES = (20, 40, 60, 80, 100, 120, 140, 160, 200)
 VARIANTS = {
     "product-autobahn": {"WRITE_PATH": "autobahn"},  # autobahn's public prepared messages
-    "product-gc": {"GC_TUNING": True},  # the garbage-collector tuning on
+    "product-gc": {"GC_TUNING": False},  # Python's own garbage-collector settings
 }
 
 

@@ -25,7 +25,7 @@ class RealtimeConfig(AppConfig):
         from realtime import access, builtin_feeds, checks, topics  # noqa: F401 (they register)
         from realtime.feeds import autodiscover
         from realtime.models import Topic
-        from realtime.wire import defer_autobahn_config_log
+        from realtime.wire import defer_autobahn_config_log, share_autobahn_options
 
         post_save.connect(topics.forget, sender=Topic, dispatch_uid="realtime.topics.save")
         post_delete.connect(topics.forget, sender=Topic, dispatch_uid="realtime.topics.delete")
@@ -34,3 +34,4 @@ class RealtimeConfig(AppConfig):
         # Each app's realtime.py (families, model broadcasts), as the admin finds admin.py.
         autodiscover_modules("realtime")
         defer_autobahn_config_log()
+        share_autobahn_options()

@@ -97,10 +97,9 @@ DEFAULTS: dict[str, Any] = {
     # connection) or "autobahn" (its public prepareMessage/sendPreparedMessage; slower, see
     # bench/RESULTS.md, but no Twisted internals).
     "WRITE_PATH": "socket",
-    # Garbage collector settings for many long-lived connections (realtime/server.py). Off:
-    # with it, cyclic garbage of closed connections outlived them (RSS +21 % over a
-    # 10,000-connection churn, tests/test_closes.py), for a faster opening of many sockets.
-    "GC_TUNING": False,
+    # Garbage collector settings for many long-lived connections (realtime/server.py,
+    # tune_gc): start-up objects frozen out of collections. False: nothing frozen.
+    "GC_TUNING": True,
 }
 
 

@@ -1,4 +1,5 @@
-"""WebSocket routing: /ws/ → RealtimeConsumer, behind session authentication."""
+"""WebSocket routing: /ws/ → RealtimeConsumer; session authentication for visitors with a
+session cookie."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from django.urls import path
 
 from realtime.conf import realtime_settings
 from realtime.consumers import RealtimeConsumer
-from realtime.wire import RawSendMiddleware
+from realtime.wire import SCOPE_KEY, RawSendMiddleware
 
 websocket_urlpatterns = [path("ws/", RealtimeConsumer.as_asgi())]
 
@@ -35,18 +36,21 @@ class IgnoreRootPathHeader:
         return await self.app(scope, receive, send)
 
 
-class SessionAuthMiddleware:
-    """channels' session and auth middleware for visitors with a session cookie; anonymous
-    visitors (most of them) skip it: nothing to load, no database thread hop per connection.
+class WebSocketEntry:
+    """/ws/ in one step, for the anonymous visitors most connections are: the server's own
+    ``send`` kept in the scope (``wire.RawSendMiddleware``), no session to load, the route;
+    one scope copy and one suspended frame for the connection's life, where the stack of
+    middleware below keeps four frames and three copies (bench/connection_profile.py).
 
-    A handshake without ``Origin`` (no browser sent it) is anonymous even with a cookie: a
-    browser always sends ``Origin`` on WebSocket handshakes, and the Origin check is what keeps
-    other sites from using a visitor's session.
+    Visitors with a session cookie go through that stack: channels' session and auth
+    middleware, then ``URLRouter``; so do paths other than /ws/ (no route: an error, as
+    channels answers). A handshake without ``Origin`` (no browser sent it) is anonymous even
+    with a cookie: a browser always sends ``Origin`` on WebSocket handshakes, and the Origin
+    check is what keeps other sites from using a visitor's session.
     """
 
-    def __init__(self, app: Any):
-        self.app = app
-        self.with_session = AuthMiddlewareStack(app)
+    def __init__(self) -> None:
+        self.stack = RawSendMiddleware(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         cookie, origin = b"", False
@@ -55,15 +59,29 @@ class SessionAuthMiddleware:
                 cookie = value
             elif name == b"origin":
                 origin = True
+        cookies: dict[str, str] = {}
         if cookie and origin:
             cookies = parse_cookie(cookie.decode("latin1"))
             if cookies.get(settings.SESSION_COOKIE_NAME):
-                return await self.with_session(scope, receive, send)
-        else:
-            cookies = {}
-        return await self.app({**scope, "cookies": cookies, "user": AnonymousUser()}, receive, send)
+                return await self.stack(scope, receive, send)
+        root = scope.get("root_path", "")
+        path = scope.get("path", "")
+        if not path.startswith(root) or path[len(root) :].lstrip("/") != "ws/":
+            return await self.stack(scope, receive, send)
+        scope = {
+            **scope,
+            SCOPE_KEY: send,
+            "cookies": cookies,
+            "user": AnonymousUser(),
+            "path_remaining": "",
+            "url_route": NO_ARGUMENTS,
+        }
+        return await RealtimeConsumer()(scope, receive, send)
 
 
-def websocket_application():
+NO_ARGUMENTS = {"args": (), "kwargs": {}}  # /ws/ takes none (shared, never changed)
+
+
+def websocket_application() -> WebSocketEntry:
     """The ASGI app for the ``websocket`` scope type."""
-    return RawSendMiddleware(SessionAuthMiddleware(URLRouter(websocket_urlpatterns)))
+    return WebSocketEntry()

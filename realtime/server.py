@@ -85,21 +85,23 @@ def daphne_command(
 def tune_gc() -> None:
     """Garbage collector settings for a server holding thousands of long-lived connections.
 
-    Every connection allocates hundreds of long-lived objects, so with CPython's default
-    thresholds (700, 10, 10) the collector runs full collections over an ever larger heap
-    while connections open (about a third of the time to open 5,000 connections here).
-    With REALTIME["GC_TUNING"] objects from start-up are frozen out of collections and
-    collections run less often. Off by default: the cyclic garbage of closed connections
-    then lives far longer (a 10,000-connection churn grew RSS by 21 % with it, under 10 %
-    without; tests/test_closes.py), so turn it on only for sites that open many sockets at
-    once and seldom close them.
+    Every connection holds some eighty objects the cyclic collector tracks, so while
+    connections open the heap keeps growing, and every quarter it grows ends in a full
+    collection over all of it: 7-9 full collections, 2.3-3.7 s, while 5,000 connections opened
+    in one process (``bench/connection_profile.py --gc``). With ``REALTIME["GC_TUNING"]`` (on by
+    default) the objects made at start-up (Django, the URL conf, templates: about half of what
+    is tracked with a few thousand connections) are frozen out of collections, so a full
+    collection scans only what connections hold (1.6 s for the same 5,000). Collections keep
+    Python's thresholds: the garbage a closed connection leaves goes as soon as it would
+    without (``tests/test_closes.py``: RSS flat over a churn of 6,000 connections). A higher
+    young threshold (7,000) left no full collection while they opened, but let a churn's
+    garbage pile up: RSS +11 % over 10,000 connections. Off: nothing is frozen.
     """
     import gc
 
     if realtime_settings.GC_TUNING:
         gc.collect()
         gc.freeze()
-        gc.set_threshold(50_000, 20, 10)
 
 
 def limit_http_request_time(seconds: float) -> None:

@@ -213,6 +213,28 @@ class ReadGate:
                 transport.pauseProducing()
 
 
+def forget_http_channel(protocol: Any) -> bool:
+    """Let go of the HTTP channel that read the handshake. After the upgrade Twisted's
+    transport still holds it as its registered producer, and with it the request, its headers,
+    its buffers and our head deadline's wrappers: about 5 KB for the connection's whole life
+    (``bench/connection_profile.py``), and some 40 objects of cyclic garbage after it. As a
+    producer it does nothing for a WebSocket: it pauses the socket only between HTTP requests,
+    and the upgrade's request never ends. True when it was let go."""
+    from twisted.web.http import HTTPChannel
+
+    transport = protocol.transport
+    channel = getattr(transport, "producer", None)
+    if transport is None or not isinstance(channel, HTTPChannel):
+        return False
+    transport.unregisterProducer()
+    # Nothing calls the channel again (the transport's protocol is the WebSocket's): empty it,
+    # so that it and its request (which refer to each other, as do the head deadline's
+    # wrappers) go now, by reference counting, not in a later full collection.
+    channel.setTimeout(None)
+    vars(channel).clear()
+    return True
+
+
 class Socket:
     """The daphne side of one WebSocket connection, what its ``Transport`` needs: frames
     written straight to the socket (``write_path``: a key of ``WRITERS``, or None for the
@@ -220,6 +242,7 @@ class Socket:
 
     def __init__(self, protocol: Any, write_path: str | None):
         self.protocol = protocol
+        forget_http_channel(protocol)
         self.closed = False  # a close frame was sent (and counted)
         self.gate = ReadGate(protocol)  # frames read as fast as handled
         self.write = functools.partial(WRITERS[write_path], protocol) if write_path else None
@@ -448,3 +471,38 @@ def defer_autobahn_config_log() -> None:
         return
     if getattr(autobahn_protocol, "pformat", None) is not LazyPformat:
         autobahn_protocol.pformat = LazyPformat
+
+
+def share_autobahn_options() -> None:
+    """autobahn copies each of its 29 protocol options (``CONFIG_ATTRS``) from the factory
+    onto every new protocol that does not have it yet: 29 more entries in every connection's
+    ``__dict__``, which then takes a table twice the size (3.3 KB a connection, for its whole
+    life). Here each daphne factory builds its protocols from a subclass holding the factory's
+    options as class attributes, made at its first connection (daphne sets every option in
+    ``Server.run``, before it listens; a later ``setProtocolOptions`` makes a new one): the
+    protocols find the options there and copy nothing. Same values, read the same way."""
+    try:
+        from daphne.ws_protocol import WebSocketFactory
+    except ImportError:
+        return
+    if hasattr(WebSocketFactory.buildProtocol, "__wrapped__"):
+        return  # installed already
+    build, configure = WebSocketFactory.buildProtocol, WebSocketFactory.setProtocolOptions
+
+    def buildProtocol(self: Any, addr: Any) -> Any:
+        if "protocol" not in vars(self):
+            base = type(self).protocol
+            # staticmethod: read back as is, also an option that is a function
+            # (perMessageCompressionAccept), which a plain class attribute would bind.
+            options = {name: staticmethod(getattr(self, name)) for name in base.CONFIG_ATTRS}
+            self.protocol = type(base.__name__, (base,), options)
+        return build(self, addr)
+
+    def setProtocolOptions(self: Any, *args: Any, **kwargs: Any) -> None:
+        configure(self, *args, **kwargs)
+        vars(self).pop("protocol", None)  # the next connection takes the new options
+
+    buildProtocol.__wrapped__ = build  # type: ignore[attr-defined]
+    setProtocolOptions.__wrapped__ = configure  # type: ignore[attr-defined]
+    WebSocketFactory.buildProtocol = buildProtocol
+    WebSocketFactory.setProtocolOptions = setProtocolOptions

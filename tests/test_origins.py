@@ -70,3 +70,28 @@ def test_handshake_refusal_names_the_reason(hosts):
     assert "evil.example" in handshake_refusal(scope)
     scope = {"headers": [(b"origin", b"http://example.com"), (b"host", b"example.com")]}
     assert handshake_refusal(scope) is None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_only_ws_is_routed_to_the_consumer():
+    """/ws/ (also under a root path) reaches the consumer; any other path is channels' "No
+    route found", with or without a session cookie."""
+    from channels.testing import WebsocketCommunicator
+
+    from realtime.routing import websocket_application
+
+    app = websocket_application()
+    for path, headers in (
+        ("/elsewhere/", []),
+        ("/ws/more/", []),
+        ("/elsewhere/", [(b"origin", b"http://localhost"), (b"cookie", b"sessionid=x")]),
+    ):
+        comm = WebsocketCommunicator(app, path, headers=headers, subprotocols=["realtime.v1"])
+        with pytest.raises(ValueError, match="No route found"):
+            await comm.connect(timeout=5)
+    comm = WebsocketCommunicator(app, "/ws/", subprotocols=["realtime.v1"])
+    comm.scope["root_path"] = "/site"
+    comm.scope["path"] = "/site/ws/"
+    connected, _ = await comm.connect(timeout=5)
+    assert connected and (await comm.receive_json_from(timeout=5))["type"] == "welcome"
+    await comm.disconnect()

@@ -119,14 +119,12 @@ async def test_a_failed_read_lets_the_next_reader_try_again(monkeypatch):
 
 
 PUBLISH = (
-    "from realtime import publish\n"
     "from realtime.models import Message, Topic\n"
+    "from realtime.outbox import publish_many\n"
     "Topic.objects.filter(slug='chat').update(retention=2000)\n"
     "Topic.objects.create(slug='pruned', title='Pruned', retention=2000)\n"
-    "for i in range(1200):\n"
-    "    publish('chat', {'i': i})\n"
-    "for i in range(1100):\n"
-    "    publish('pruned', {'i': i})\n"
+    "publish_many([('chat', {'i': i}) for i in range(1200)])\n"
+    "publish_many([('pruned', {'i': i}) for i in range(1100)])\n"
     "Message.objects.filter(topic__slug='pruned', seq__lte=550).delete()\n"
 )
 SINCES = [0, 1, 250, 499, 500, 501, 777, 999, 1000, 1001, 1100, 1199, 1200]

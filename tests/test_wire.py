@@ -262,3 +262,72 @@ def test_twisted_request_attributes_write_body_reads_and_its_chunk_framing():
     assert Transport.written == [b"a\r\nevent: x\n\n\r\n"] and request.sentLength == 10
     request.finished = 1
     assert not wire.write_body(request, b"late")
+
+
+def test_the_upgraded_connection_lets_go_of_its_http_channel_without_the_collector():
+    """Twisted's HTTP channel registers itself as its transport's producer, and daphne's
+    upgrade leaves it there (the transport only changes protocol); ``forget_http_channel``
+    unregisters it and empties it, so the channel and its request go by reference counting."""
+    import gc
+    import inspect
+    import weakref
+    from types import SimpleNamespace
+
+    from daphne import http_protocol
+    from twisted.internet.testing import StringTransport
+    from twisted.web import http
+
+    assert "registerProducer(self, True)" in inspect.getsource(http.HTTPChannel.connectionMade)
+    assert "transport.protocol = protocol" in inspect.getsource(http_protocol.WebRequest.process)
+    assert "if not self._handlingRequest" in inspect.getsource(http.HTTPChannel.pauseProducing)
+
+    transport = StringTransport()
+    channel = http.HTTPChannel()
+    channel.makeConnection(transport)
+    request = http.Request(channel)
+    channel.requests.append(request)  # an upgrade's request never ends: they refer to each other
+    assert transport.producer is channel
+    gone = weakref.ref(channel)
+    upgraded = SimpleNamespace(transport=transport)
+    gc.disable()
+    try:
+        assert wire.forget_http_channel(upgraded) is True
+        assert transport.producer is None
+        del channel, request
+        assert gone() is None  # freed at once, no collection needed
+    finally:
+        gc.enable()
+    assert wire.forget_http_channel(upgraded) is False  # nothing (more) to let go
+    assert wire.forget_http_channel(SimpleNamespace(transport=None)) is False
+
+
+def test_protocols_read_autobahns_options_from_their_class_not_a_copy_each():
+    from daphne.ws_protocol import WebSocketFactory
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    wire.share_autobahn_options()
+    wire.share_autobahn_options()  # once is enough
+    assert hasattr(WebSocketFactory.buildProtocol, "__wrapped__")
+    factory = WebSocketFactory(object(), server="Daphne")
+    factory.setProtocolOptions(openHandshakeTimeout=7, allowNullOrigin=True)
+    address = IPv4Address("TCP", "127.0.0.1", 1)
+
+    def connected():
+        protocol = factory.buildProtocol(address)
+        protocol.makeConnection(StringTransport())
+        return protocol
+
+    first, second = connected(), connected()
+    assert type(first) is type(second)  # one subclass per factory
+    options = type(first).CONFIG_ATTRS
+    assert len(options) > 25
+    for protocol in (first, second):
+        assert not set(options) & set(vars(protocol))  # nothing copied
+        assert protocol.openHandshakeTimeout == 7 and protocol.allowNullOrigin is True
+        assert protocol.trafficStats is not None  # autobahn's set-up ran
+        # An option that is a function is read as the factory's function, not bound.
+        assert protocol.perMessageCompressionAccept is factory.perMessageCompressionAccept
+    factory.setProtocolOptions(openHandshakeTimeout=3)
+    third = connected()
+    assert third.openHandshakeTimeout == 3 and first.openHandshakeTimeout == 7
