@@ -81,14 +81,21 @@ async def test_only_ws_is_routed_to_the_consumer():
     from realtime.routing import websocket_application
 
     app = websocket_application()
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    async def send(message):
+        raise AssertionError(f"nothing is sent on a path without a route: {message}")
+
     for path, headers in (
         ("/elsewhere/", []),
         ("/ws/more/", []),
         ("/elsewhere/", [(b"origin", b"http://localhost"), (b"cookie", b"sessionid=x")]),
     ):
-        comm = WebsocketCommunicator(app, path, headers=headers, subprotocols=["realtime.v1"])
+        scope = {"type": "websocket", "path": path, "headers": headers, "subprotocols": []}
         with pytest.raises(ValueError, match="No route found"):
-            await comm.connect(timeout=5)
+            await app(scope, receive, send)
     comm = WebsocketCommunicator(app, "/ws/", subprotocols=["realtime.v1"])
     comm.scope["root_path"] = "/site"
     comm.scope["path"] = "/site/ws/"
