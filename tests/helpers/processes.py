@@ -134,7 +134,9 @@ def start_scheduler(env: dict[str, str], log: Path, *extra: str) -> Proc:
     return proc
 
 
-# What makes one site's environment its own, not part of what its database is seeded from.
+# What makes one site's environment its own, not part of what its database is seeded from
+# (nor is pytest's PYTEST_CURRENT_TEST, different for every test: keyed on it, no site ever
+# found its template and each migrated and seeded its own, 2 s of CPU per site).
 SITE_OWN = ("DATABASE_URL", "REDIS_PREFIX", "PROMETHEUS_MULTIPROC_DIR")
 _seeded: dict[tuple, Path] = {}
 
@@ -151,7 +153,9 @@ def prepare_database(env: dict[str, str]) -> None:
         manage(env, "migrate", "--noinput")
         manage(env, "seeddemo")
         return
-    key = tuple(sorted((k, v) for k, v in env.items() if k not in SITE_OWN))
+    key = tuple(
+        sorted((k, v) for k, v in env.items() if k not in SITE_OWN and not k.startswith("PYTEST_"))
+    )
     seeded = _seeded.get(key)
     if seeded is None or not seeded.exists():
         seeded = Path(tempfile.mkdtemp(prefix="seeded-site-")) / "site.sqlite3"
