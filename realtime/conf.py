@@ -98,8 +98,12 @@ DEFAULTS: dict[str, Any] = {
     # bench/RESULTS.md, but no Twisted internals).
     "WRITE_PATH": "socket",
     # Garbage collector settings for many long-lived connections (realtime/server.py,
-    # tune_gc): start-up objects frozen out of collections. False: nothing frozen.
+    # tune_gc): start-up objects frozen out of collections, full collections paced.
+    # False: nothing frozen or paced.
     "GC_TUNING": True,
+    # With GC_TUNING: at most one full collection every this many seconds (each still when
+    # Python's own rule calls for it). 0: Python's pace.
+    "GC_FULL_INTERVAL": 3.0,
 }
 
 

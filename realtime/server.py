@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 from realtime.conf import realtime_settings
@@ -89,19 +90,86 @@ def tune_gc() -> None:
     connections open the heap keeps growing, and every quarter it grows ends in a full
     collection over all of it: 7-9 full collections, 2.3-3.7 s, while 5,000 connections opened
     in one process (``bench/connection_profile.py --gc``). With ``REALTIME["GC_TUNING"]`` (on by
-    default) the objects made at start-up (Django, the URL conf, templates: about half of what
-    is tracked with a few thousand connections) are frozen out of collections, so a full
-    collection scans only what connections hold (1.6 s for the same 5,000). Collections keep
-    Python's thresholds: the garbage a closed connection leaves goes as soon as it would
-    without (``tests/test_closes.py``: RSS flat over a churn of 6,000 connections). A higher
-    young threshold (7,000) left no full collection while they opened, but let a churn's
-    garbage pile up: RSS +11 % over 10,000 connections. Off: nothing is frozen.
+    default):
+    - the objects made at start-up (Django, the URL conf, templates: about half of what is
+      tracked with a few thousand connections) are frozen out of collections, so a full
+      collection scans only what connections hold;
+    - full collections are paced (``PacedFullCollections``): at most one every
+      ``GC_FULL_INTERVAL`` seconds, each still when Python's own rule calls for it. A crowd
+      opening at once sets off one (early, over a small heap) instead of seven; in a steady
+      state, where Python's rule holds them off, nothing changes. The young collections keep
+      Python's thresholds, so a closed connection's garbage goes as it would without, or
+      within ``GC_FULL_INTERVAL`` seconds for what reached the old generation
+      (``tests/test_closes.py``: RSS flat over a churn of 6,000 connections). A higher young
+      threshold (7,000) also left no full collection while they opened, but let a churn's
+      garbage pile up without bound: RSS +11 % over 10,000 connections.
+    Off: nothing is frozen or paced.
     """
     import gc
 
     if realtime_settings.GC_TUNING:
         gc.collect()
         gc.freeze()
+        if realtime_settings.GC_FULL_INTERVAL > 0:
+            PacedFullCollections(realtime_settings.GC_FULL_INTERVAL).install()
+
+
+class PacedFullCollections:
+    """At most one full collection every ``interval`` seconds, each when Python calls for it.
+
+    Python collects the old generation once ten young collections have passed since the last
+    full one *and* the old generation grew by a quarter since. Between full collections this
+    (a ``gc.callbacks`` hook) holds the first condition off with a threshold Python never
+    reaches; once ``interval`` seconds passed, Python's threshold is back and its own rule
+    decides. Nothing runs on a timer: the check rides on the young collections' callbacks.
+    """
+
+    HELD = 1 << 30  # the old generation's threshold while held: never reached
+
+    def __init__(self, interval: float, clock: Any = time.monotonic):
+        import gc
+
+        self.interval, self.clock = interval, clock
+        self.young, self.middle, self.old = gc.get_threshold()
+        self.last_full = clock()
+        self.held = False
+
+    def install(self) -> None:
+        import gc
+
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+        self.hold()
+
+    def uninstall(self) -> None:
+        import gc
+
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
+        self.release()
+
+    def hold(self) -> None:
+        import gc
+
+        gc.set_threshold(self.young, self.middle, self.HELD)
+        self.held = True
+
+    def release(self) -> None:
+        import gc
+
+        gc.set_threshold(self.young, self.middle, self.old)
+        self.held = False
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase != "stop":
+            return
+        generation = info["generation"]
+        if generation == 2:  # Python's, or anyone's gc.collect()
+            self.last_full = self.clock()
+            if not self.held:
+                self.hold()
+        elif generation == 1 and self.held and self.clock() - self.last_full >= self.interval:
+            self.release()
 
 
 def limit_http_request_time(seconds: float) -> None:

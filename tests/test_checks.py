@@ -47,6 +47,9 @@ def test_not_a_dict_rejected(settings):
         {"PRESENCE_INFO": 3},
         {"WHISPER_RATE_PER_S": 0},
         {"WHISPER_BURST": 0},
+        {"GC_TUNING": "on"},
+        {"GC_FULL_INTERVAL": -1},
+        {"GC_FULL_INTERVAL": "10"},
     ],
 )
 def test_bad_values_rejected_with_hint(settings, bad):
