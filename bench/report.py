@@ -158,6 +158,8 @@ def write_report(results: dict, out: Path) -> None:
     lines += before_after_section(results.get("before-after"))
     lines += steady_section(results.get("steady"))
     lines += connections_section(results.get("connections"))
+    for earlier in results.get("connections_earlier", []):
+        lines += connections_section(earlier, earlier=True)
     lines += catchup_section(BENCH / "catchup.json")
     lines += targets(results)
     notes = BENCH / "notes.md"  # hand-written findings, kept across regenerated reports
@@ -204,12 +206,13 @@ def steady_section(found: dict | None) -> list[str]:
     return lines + [""]
 
 
-def connections_section(found: dict | None) -> list[str]:
+def connections_section(found: dict | None, earlier: bool = False) -> list[str]:
     if not found:
         return []
     baseline = f"; product-before = `{found['baseline']}`" if found.get("baseline") else ""
+    title = "Opening 5,000 connections, and memory per connection, side by side"
     lines = [
-        "## Opening 5,000 connections, and memory per connection, side by side",
+        f"## {title}" + (f" (an earlier run, {found['date'][:10]})" if earlier else ""),
         "",
         f"Run {found['date']} (`python bench/run.py --phase connections`) on {found['cpus']}"
         " CPUs: each measurement on a freshly started server, 5,000 WebSocket handshakes (200 in"
