@@ -102,3 +102,17 @@ async def test_only_ws_is_routed_to_the_consumer():
     connected, _ = await comm.connect(timeout=5)
     assert connected and (await comm.receive_json_from(timeout=5))["type"] == "welcome"
     await comm.disconnect()
+
+
+def test_a_remembered_decision_follows_a_changed_setting(hosts):
+    assert not origin_allowed("http://other.example", "other.example")
+    hosts.ALLOWED_HOSTS = ["other.example"]
+    assert origin_allowed("http://other.example", "other.example")
+    hosts.ALLOWED_HOSTS = ["example.com"]
+    assert not origin_allowed("http://other.example", "other.example")
+
+
+def test_only_so_many_origins_are_remembered(hosts):
+    for i in range(1500):  # headers a client chooses: remembering them must not grow forever
+        assert not origin_allowed(f"http://h{i}.example", "example.com")
+    assert origin_allowed.cache_info().currsize == 1024

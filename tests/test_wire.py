@@ -119,12 +119,17 @@ def test_buffered_counts_what_twisted_holds():
     assert wire.buffered(Protocol()) == 14
 
 
-def test_autobahn_still_has_the_config_pformat_this_project_defers():
+def test_autobahn_still_has_the_log_formatting_this_project_defers():
+    from autobahn.twisted import websocket as autobahn_twisted
+    from autobahn.util import hltype
     from autobahn.websocket import protocol as autobahn_protocol
 
     wire.defer_autobahn_config_log()
     assert autobahn_protocol.pformat is wire.LazyPformat
     assert str(wire.LazyPformat({"a": 1})) == "{'a': 1}"
+    assert autobahn_protocol.hltype is autobahn_twisted.hltype is wire.LazyTypeName
+    method = autobahn_protocol.WebSocketServerProtocol.processHandshake
+    assert str(wire.LazyTypeName(method)) == hltype(method)  # the same text when logged
 
 
 def test_http_request_timeout_reaches_daphnes_twisted_factory():
