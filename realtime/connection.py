@@ -107,7 +107,7 @@ class Connection:
         self.rules: dict[tuple[str, str], bool] = {}  # rule answers, until access changes
         self.member: dict[str, Any] | None = None  # in presence (None: anonymous, or unknown)
         self.member_known = False
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Task] | None = None  # made at the first (most hold none)
         self.closing = False
         self.admitted_host: str | None = None  # its place in admission's count, if any
 
@@ -302,6 +302,8 @@ class Connection:
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
+        if self.tasks is None:
+            self.tasks = set()
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -314,5 +316,5 @@ class Connection:
         self.hub.disconnected(self)
         if self.admitted_host is not None:
             admission().leave(self.admitted_host)
-        for task in list(self.tasks):
+        for task in list(self.tasks or ()):
             task.cancel()

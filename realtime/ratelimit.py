@@ -42,19 +42,50 @@ class FrameTooBig(Exception):
 
 class ConnectionLimits:
     """One connection's limits, read from ``REALTIME`` once at connect; the ``check_*``
-    methods raise the ``ProtocolError`` the client is told."""
+    methods raise the ``ProtocolError`` the client is told. Held by every connection for its
+    life, so in slots; the publish and whisper buckets are made at the first publish or
+    whisper (most connections never send one; a bucket made then is as full as one made at
+    connect would be)."""
+
+    __slots__ = (
+        "frame_bytes",
+        "send_buffer",
+        "subscriptions",
+        "publish_rate",
+        "whisper_rate",
+        "publish_burst",
+        "whisper_burst",
+        "frames",
+        "abuse",
+        "_publishes",
+        "_whispers",
+    )
 
     def __init__(self, conf: Any):
         self.frame_bytes = conf.MAX_FRAME_BYTES
         self.send_buffer = conf.MAX_SEND_BUFFER
         self.subscriptions = conf.MAX_SUBSCRIPTIONS
         self.publish_rate = conf.PUBLISH_RATE_PER_S
-        self.publishes = TokenBucket(conf.PUBLISH_RATE_PER_S, conf.PUBLISH_BURST)
-        self.frames = TokenBucket(conf.FRAME_RATE_PER_S, conf.FRAME_BURST)
         self.whisper_rate = conf.WHISPER_RATE_PER_S
-        self.whispers = TokenBucket(conf.WHISPER_RATE_PER_S, conf.WHISPER_BURST)
+        self.publish_burst = conf.PUBLISH_BURST
+        self.whisper_burst = conf.WHISPER_BURST
+        self.frames = TokenBucket(conf.FRAME_RATE_PER_S, conf.FRAME_BURST)
         # Refused frames: ABUSE_BUDGET at once, one more a second; then 1008.
         self.abuse = TokenBucket(1.0, max(1, conf.ABUSE_BUDGET))
+        self._publishes: TokenBucket | None = None
+        self._whispers: TokenBucket | None = None
+
+    @property
+    def publishes(self) -> TokenBucket:
+        if self._publishes is None:
+            self._publishes = TokenBucket(self.publish_rate, self.publish_burst)
+        return self._publishes
+
+    @property
+    def whispers(self) -> TokenBucket:
+        if self._whispers is None:
+            self._whispers = TokenBucket(self.whisper_rate, self.whisper_burst)
+        return self._whispers
 
     def advertised(self) -> dict[str, Any]:
         """The ``limits`` of the ``welcome`` frame."""

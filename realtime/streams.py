@@ -40,7 +40,7 @@ class TopicStreams:
         self.label = label  # for logs: the connection id and address
         self.dropped = dropped  # the client was dropped (a reader that does not read)
         self.streams: dict[str, Stream] = {}
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Task] | None = None  # made at the first (most hold none)
         self.closing = False
         self.max_send_buffer = realtime_settings.MAX_SEND_BUFFER
         self._write = transport.write
@@ -63,7 +63,7 @@ class TopicStreams:
         self.closing = True
         for slug in list(self.streams):
             self.leave(slug)
-        for task in list(self.tasks):
+        for task in list(self.tasks or ()):
             task.cancel()
 
     # --- placing a stream ---------------------------------------------------------------------
@@ -299,5 +299,7 @@ class TopicStreams:
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
+        if self.tasks is None:
+            self.tasks = set()
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -119,7 +119,7 @@ def live(slug: str, seq: int) -> Frame:
 async def settle(c: Connection) -> None:
     """Wait for the connection's background work (a fetch, a re-check; a task that ended the
     connection is cancelled by it)."""
-    await asyncio.gather(*c.tasks, *c.topics.tasks, return_exceptions=True)
+    await asyncio.gather(*(c.tasks or ()), *(c.topics.tasks or ()), return_exceptions=True)
 
 
 def open_connection(transport: MemoryTransport, user: Any = None, **kw: Any) -> Connection:

@@ -81,3 +81,20 @@ def test_connection_limits_refuse_with_the_documented_codes():
     with pytest.raises(ProtocolError, match="Whispers are limited to 2 a second") as refused:
         limits.check_whisper(whisper)
     assert (refused.value.code, refused.value.id) == ("rate_limited", 2)
+
+
+def test_limits_are_read_at_connect_and_a_bucket_is_made_at_its_first_use():
+    from realtime.protocol import ClientFrame, ProtocolError
+    from realtime.ratelimit import ConnectionLimits
+
+    conf = Conf()
+    limits = ConnectionLimits(conf)
+    assert limits._publishes is None and limits._whispers is None  # none made until needed
+    conf.PUBLISH_BURST = conf.WHISPER_BURST = 50  # changed after connect: not this one's
+    frame = ClientFrame("publish", id=1, topic="chat")
+    limits.check_publish(frame)
+    with pytest.raises(ProtocolError):
+        limits.check_publish(frame)
+    assert limits.publishes is limits.publishes  # one bucket, kept
+    with pytest.raises(AttributeError):
+        limits.anything_else = 1  # slots: nothing else is held per connection
