@@ -156,6 +156,8 @@ def write_report(results: dict, out: Path) -> None:
     lines += harnesses_section(results.get("harnesses"))
     lines += sse_section(results.get("sse"))
     lines += before_after_section(results.get("before-after"))
+    for earlier in results.get("before-after_earlier", []):
+        lines += before_after_section(earlier, earlier=True)
     lines += steady_section(results.get("steady"))
     lines += connections_section(results.get("connections"))
     for earlier in results.get("connections_earlier", []):
@@ -326,12 +328,13 @@ def sse_section(found: dict | None) -> list[str]:
     return [*lines, ""]
 
 
-def before_after_section(found: dict | None) -> list[str]:
+def before_after_section(found: dict | None, earlier: bool = False) -> list[str]:
     """The product before and after a change, in one run (``--phase before-after``)."""
     if not found:
         return []
+    title = "Before and after the last change, in one run"
     lines = [
-        "## Before and after the last change, in one run",
+        f"## {title}" + (f" (an earlier run, {found['date'][:10]})" if earlier else ""),
         "",
         f"Run {found['date']} (`python bench/run.py --phase before-after --baseline PATH`) on"
         f" {found['cpus']} CPUs; before = `{found.get('baseline', '?')}`. 1,000 clients, each"
