@@ -46,7 +46,8 @@ def main() -> None:
     for server, rows in means.items():
         delivered = sum(d for d, _ in rows) / len(rows)
         p50 = sum(p for _, p in rows) / len(rows)
-        print(f"{server:16} delivered/s {delivered:9.0f} ({delivered / base:.3f}x)  p50 {p50:8.1f} ms")
+        ratio = delivered / base
+        print(f"{server:16} delivered/s {delivered:9.0f} ({ratio:.3f}x)  p50 {p50:8.1f} ms")
 
 
 if __name__ == "__main__":
