@@ -110,8 +110,9 @@ def tune_gc() -> None:
     if realtime_settings.GC_TUNING:
         gc.collect()
         gc.freeze()
-        if realtime_settings.GC_FULL_INTERVAL > 0:
-            PacedFullCollections(realtime_settings.GC_FULL_INTERVAL).install()
+    PacedFullCollections.uninstall_all()  # once per process, whatever called this before
+    if realtime_settings.GC_TUNING and realtime_settings.GC_FULL_INTERVAL > 0:
+        PacedFullCollections(realtime_settings.GC_FULL_INTERVAL).install()
 
 
 class PacedFullCollections:
@@ -147,6 +148,14 @@ class PacedFullCollections:
         if self in gc.callbacks:
             gc.callbacks.remove(self)
         self.release()
+
+    @classmethod
+    def uninstall_all(cls) -> None:
+        """Every one installed, newest first, so Python's own thresholds are back."""
+        import gc
+
+        for found in reversed([c for c in gc.callbacks if isinstance(c, cls)]):
+            found.uninstall()
 
     def hold(self) -> None:
         import gc

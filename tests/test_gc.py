@@ -22,7 +22,10 @@ class Clock:
 def thresholds():
     """A small old generation, as in a server after ``tune_gc``'s freeze (what the test
     process holds would otherwise hide a heap's growth); Python's thresholds and callbacks
-    as they were, whatever a test leaves."""
+    as they were, whatever a test leaves. A hook this process installed before (had it
+    imported the ASGI application) is set aside meanwhile."""
+    strays = [c for c in gc.callbacks if isinstance(c, PacedFullCollections)]
+    PacedFullCollections.uninstall_all()
     saved, callbacks = gc.get_threshold(), list(gc.callbacks)
     gc.freeze()
     gc.collect()
@@ -30,6 +33,8 @@ def thresholds():
     gc.callbacks[:] = callbacks
     gc.set_threshold(*saved)
     gc.unfreeze()
+    for stray in strays:
+        stray.install()
 
 
 def full_collections() -> int:
@@ -124,5 +129,21 @@ def test_tune_gc_follows_the_settings(settings, thresholds, realtime, frozen, pa
         installed = [c for c in gc.callbacks if isinstance(c, PacedFullCollections)]
         assert len(installed) == (1 if paced else 0)
         assert (gc.get_threshold()[2] == PacedFullCollections.HELD) is paced
+    finally:
+        gc.unfreeze()
+
+
+def test_tune_gc_called_again_leaves_one_hook_and_python_thresholds_under_it(settings, thresholds):
+    settings.REALTIME = {}
+    gc.set_threshold(*thresholds)
+    gc.unfreeze()
+    try:
+        tune_gc()
+        tune_gc()  # e.g. the application imported twice
+        installed = [c for c in gc.callbacks if isinstance(c, PacedFullCollections)]
+        assert len(installed) == 1
+        assert (installed[0].young, installed[0].middle, installed[0].old) == thresholds
+        PacedFullCollections.uninstall_all()
+        assert gc.get_threshold() == thresholds
     finally:
         gc.unfreeze()
