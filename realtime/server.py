@@ -118,11 +118,12 @@ def tune_gc() -> None:
 class PacedFullCollections:
     """At most one full collection every ``interval`` seconds, each when Python calls for it.
 
-    Python collects the old generation once ten young collections have passed since the last
-    full one *and* the old generation grew by a quarter since. Between full collections this
-    (a ``gc.callbacks`` hook) holds the first condition off with a threshold Python never
-    reaches; once ``interval`` seconds passed, Python's threshold is back and its own rule
-    decides. Nothing runs on a timer: the check rides on the young collections' callbacks.
+    Python collects the old generation once ten collections of the middle generation have
+    passed since the last full one *and* the old generation grew by a quarter since. Between
+    full collections this (a ``gc.callbacks`` hook) holds the first condition off with a
+    threshold Python never reaches; once ``interval`` seconds passed, Python's threshold is
+    back and its own rule decides. Nothing runs on a timer: the check rides on the middle
+    generation's collections.
     """
 
     HELD = 1 << 30  # the old generation's threshold while held: never reached
