@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
 from channels.db import database_sync_to_async
@@ -223,3 +224,40 @@ async def test_json_null_is_stored_as_json_and_delivered(listener):
     await database_sync_to_async(publish_many)([("a", None), ("a", 1)])
     frames = [(await listener.next())[2] for _ in range(3)]
     assert [(f["seq"], f["data"]) for f in frames] == [(1, None), (2, None), (3, 1)]
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["update-returning", "update-select"])
+def test_seqs_are_allocated_alike_with_and_without_update_returning(
+    topic_factory, monkeypatch, returning
+):
+    """SQLite 3.35+ and PostgreSQL raise and read ``last_seq`` in one statement; a database
+    without ``RETURNING`` in an UPDATE and a SELECT: the same seqs either way, and a topic
+    gone meanwhile refuses the whole publish."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from realtime.outbox import _raise_last_seq, publish_many
+
+    monkeypatch.setattr(connection.features, "can_return_columns_from_insert", returning)
+    a = topic_factory("a")
+    topic_factory("b"), topic_factory("c")
+    publish("a", "first")
+    with CaptureQueriesContext(connection) as queries:
+        messages = publish_many([("a", 1), ("b", 2), ("a", 3), ("c", 4), ("c", 5)])
+    assert [(m.topic.slug, m.seq) for m in messages] == [
+        ("a", 2),
+        ("b", 1),
+        ("a", 3),
+        ("c", 1),
+        ("c", 2),
+    ]
+    assert dict(Topic.objects.values_list("slug", "last_seq")) == {"a": 3, "b": 1, "c": 2}
+    statements = [q["sql"].upper() for q in queries.captured_queries]
+    updates = [s for s in statements if s.startswith("UPDATE") and "LAST_SEQ" in s]
+    assert len(updates) == 2  # one for the topics with two new messages, one for b
+    assert all(("RETURNING" in s) is returning for s in updates)
+    reads = [s for s in statements if s.startswith("SELECT") and '"ID" IN (' in s]  # read back
+    assert len(reads) == (0 if returning else 1)
+    with pytest.raises(TopicNotFound), transaction.atomic():
+        _raise_last_seq(Counter({a.pk: 1, 999_999: 1}))
+    assert Topic.objects.get(slug="a").last_seq == 3  # rolled back with the refusal
