@@ -227,11 +227,13 @@ class Bench:
             "--drain",
             "5",
         )
+        # The release before publishes with its own code too (its store and fan-out path).
+        code = self.specs[server][1] if server == "product-before" else ROOT
         started = time.monotonic()
         subprocess.run(
             [
                 PY,
-                str(BENCH / "publisher.py"),
+                str(code / "bench" / "publisher.py"),
                 "--mode",
                 mode,
                 "--topic",
@@ -243,7 +245,7 @@ class Bench:
             ],
             env=self.env,
             check=True,
-            cwd=ROOT,
+            cwd=code,
         )
         sent_seconds = time.monotonic() - started
         gen.stdin.write("published\n")
