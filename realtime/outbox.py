@@ -194,6 +194,10 @@ def publish_many(
     return messages
 
 
+# Where UPDATE … RETURNING exists when Django says INSERT … RETURNING does (not MariaDB).
+RETURNING_VENDORS = ("postgresql", "sqlite")
+
+
 def _raise_last_seq(per_topic: Counter[int]) -> dict[int, int]:
     """Raise each topic's ``last_seq`` by its number of new messages (``per_topic``); the new
     values by topic id. One ``UPDATE … RETURNING`` for all topics that get the same number,
@@ -228,10 +232,6 @@ def _raise_last_seq(per_topic: Counter[int]) -> dict[int, int]:
     if len(last) != len(per_topic):
         raise TopicNotFound("A topic was deleted while publishing to it.")
     return last
-
-
-# Where UPDATE … RETURNING exists when Django says INSERT … RETURNING does (not MariaDB).
-RETURNING_VENDORS = ("postgresql", "sqlite")
 
 
 def pending(limit: int | None = None) -> list[Message]:

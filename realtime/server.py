@@ -6,6 +6,7 @@ run the server the same way.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -105,8 +106,6 @@ def tune_gc() -> None:
       garbage pile up without bound: RSS +11 % over 10,000 connections.
     Off: nothing is frozen or paced.
     """
-    import gc
-
     if realtime_settings.GC_TUNING:
         gc.collect()
         gc.freeze()
@@ -129,23 +128,17 @@ class PacedFullCollections:
     HELD = 1 << 30  # the old generation's threshold while held: never reached
 
     def __init__(self, interval: float, clock: Any = time.monotonic):
-        import gc
-
         self.interval, self.clock = interval, clock
         self.young, self.middle, self.old = gc.get_threshold()
         self.last_full = clock()
         self.held = False
 
     def install(self) -> None:
-        import gc
-
         if self not in gc.callbacks:
             gc.callbacks.append(self)
         self.hold()
 
     def uninstall(self) -> None:
-        import gc
-
         if self in gc.callbacks:
             gc.callbacks.remove(self)
         self.release()
@@ -153,20 +146,14 @@ class PacedFullCollections:
     @classmethod
     def uninstall_all(cls) -> None:
         """Every one installed, newest first, so Python's own thresholds are back."""
-        import gc
-
         for found in reversed([c for c in gc.callbacks if isinstance(c, cls)]):
             found.uninstall()
 
     def hold(self) -> None:
-        import gc
-
         gc.set_threshold(self.young, self.middle, self.HELD)
         self.held = True
 
     def release(self) -> None:
-        import gc
-
         gc.set_threshold(self.young, self.middle, self.old)
         self.held = False
 
