@@ -96,3 +96,15 @@ async def test_live_frames_and_replays_carry_the_same_rendering(live_site):
         assert json.loads(await ws.recv())["type"] == "subscribed"
         replayed = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert replayed["seq"] == live["seq"] and replayed["html"] == live["html"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["text <b>", 0, -3, 2**70, 1.5, 1e300, True, False, None, "é", {"a": [1, "é"]}, [{"b": None}]],
+)
+def test_data_text_is_indented_json_with_the_c_encoder_for_scalars(data):
+    """Scalars take json's C encoder (``indent=`` would take the Python one): the same text."""
+    from realtime.templatetags.realtime_tags import data_text
+
+    expected = data if isinstance(data, str) else json.dumps(data, indent=2, ensure_ascii=False)
+    assert data_text(data) == expected

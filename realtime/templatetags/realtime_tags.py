@@ -11,7 +11,11 @@ register = template.Library()
 @register.filter
 def data_text(data: Any) -> str:
     """Strings as they are, anything else as indented JSON (escaped by the template)."""
-    return data if isinstance(data, str) else json.dumps(data, indent=2, ensure_ascii=False)
+    if isinstance(data, str):
+        return data
+    if data is None or isinstance(data, int | float):  # bool is an int
+        return json.dumps(data)  # the same text; the C encoder (indent= takes Python's)
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 @register.filter
