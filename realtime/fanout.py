@@ -180,11 +180,25 @@ async def send(messages: Iterable[Any]) -> list[int]:
 
 
 def mark_fanned_out(ids: list[int]) -> None:
+    """Mark these messages as sent (the sweep leaves them). One UPDATE statement written out:
+    the ORM's compiler was a third of the publisher's time spent after the send."""
+    from django.db import connections
+
     from realtime.models import Message
 
-    if ids:
-        Message.objects.filter(pk__in=ids, fanned_out_at__isnull=True).update(
-            fanned_out_at=timezone.now()
+    if not ids:
+        return
+    connection = connections[Message.objects.db]
+    meta = Message._meta
+    quote = connection.ops.quote_name
+    sent = quote(meta.get_field("fanned_out_at").column)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    marks = ", ".join(["%s"] * len(ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(meta.db_table)} SET {sent} = %s"
+            f" WHERE {quote(meta.pk.column)} IN ({marks}) AND {sent} IS NULL",
+            [now, *ids],
         )
 
 

@@ -226,19 +226,28 @@ async def test_json_null_is_stored_as_json_and_delivered(listener):
     assert [(f["seq"], f["data"]) for f in frames] == [(1, None), (2, None), (3, 1)]
 
 
-@pytest.mark.parametrize("returning", [True, False], ids=["update-returning", "update-select"])
-def test_seqs_are_allocated_alike_with_and_without_update_returning(
-    topic_factory, monkeypatch, returning
-):
-    """SQLite 3.35+ and PostgreSQL raise and read ``last_seq`` in one statement; a database
-    without ``RETURNING`` in an UPDATE and a SELECT: the same seqs either way, and a topic
-    gone meanwhile refuses the whole publish."""
+@pytest.fixture(params=[True, False], ids=["returning", "orm"])
+def returning(request, monkeypatch):
+    """Both write paths: ``RETURNING`` statements (SQLite 3.35+, PostgreSQL), and the ORM's
+    (a database without them, as if its vendor were not in ``RETURNING_VENDORS``)."""
+    if not request.param:
+        monkeypatch.setattr(outbox, "RETURNING_VENDORS", ())
+    return request.param
+
+
+def statements_of(queries) -> list[str]:
+    return [q["sql"].upper() for q in queries.captured_queries]
+
+
+def test_seqs_are_allocated_alike_with_and_without_update_returning(topic_factory, returning):
+    """SQLite 3.35+ and PostgreSQL claim each topic (raise ``last_seq`` and read its row) in
+    one statement; a database without ``RETURNING`` reads, UPDATEs and SELECTs: the same
+    seqs either way, and a topic gone meanwhile refuses the whole publish."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from realtime.outbox import _raise_last_seq, publish_many
 
-    monkeypatch.setattr(connection.features, "can_return_columns_from_insert", returning)
     a = topic_factory("a")
     topic_factory("b"), topic_factory("c")
     publish("a", "first")
@@ -252,12 +261,77 @@ def test_seqs_are_allocated_alike_with_and_without_update_returning(
         ("c", 2),
     ]
     assert dict(Topic.objects.values_list("slug", "last_seq")) == {"a": 3, "b": 1, "c": 2}
-    statements = [q["sql"].upper() for q in queries.captured_queries]
+    statements = statements_of(queries)
     updates = [s for s in statements if s.startswith("UPDATE") and "LAST_SEQ" in s]
     assert len(updates) == 2  # one for the topics with two new messages, one for b
     assert all(("RETURNING" in s) is returning for s in updates)
-    reads = [s for s in statements if s.startswith("SELECT") and '"ID" IN (' in s]  # read back
-    assert len(reads) == (0 if returning else 1)
+    reads = [s for s in statements if s.startswith("SELECT") and "REALTIME_TOPIC" in s]
+    assert len(reads) == (0 if returning else 4)  # each topic's row, then last_seq read back
     with pytest.raises(TopicNotFound), transaction.atomic():
         _raise_last_seq(Counter({a.pk: 1, 999_999: 1}))
     assert Topic.objects.get(slug="a").last_seq == 3  # rolled back with the refusal
+
+
+def test_one_publish_is_two_statements_and_stores_what_the_orm_stores(
+    topic_factory, django_user_model, returning
+):
+    """The hot path: a publish by slug claims its topic and inserts its message, two
+    statements in one transaction, and the row read back through the ORM is the message."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    topic_factory("a")
+    user = django_user_model.objects.create_user("ed")
+    with CaptureQueriesContext(connection) as queries:
+        message = publish("a", {"n": 1, "text": "é <b>"}, source="admin", user=user, origin="o")
+    statements = [
+        s for s in statements_of(queries) if s.split()[0] in ("SELECT", "UPDATE", "INSERT")
+    ]
+    if returning:
+        assert [s.split()[0] for s in statements] == ["UPDATE", "INSERT", "UPDATE"]
+        assert "RETURNING" in statements[0] and "RETURNING" in statements[1]
+        assert "FANNED_OUT_AT" in statements[2]  # marked sent, after the commit
+    stored = Message.objects.get(pk=message.pk)
+    assert (stored.topic.slug, stored.seq, stored.data, stored.source, stored.origin) == (
+        "a",
+        1,
+        {"n": 1, "text": "é <b>"},
+        "admin",
+        "o",
+    )
+    assert stored.author == user and stored.created_at == message.created_at
+    assert stored.html == message.html and "&lt;b&gt;" in stored.html
+    assert stored.fanned_out_at is not None and stored.fanned_out_at >= stored.created_at
+    assert not message._state.adding and message.topic.last_seq == 1
+    assert publish("a", None).seq == 2 and Message.objects.get(seq=2).data is None  # JSON null
+
+
+def test_a_publish_refused_by_its_topic_changes_nothing(topic_factory, returning):
+    """Claiming by slug checks the row in the same statement: a disabled topic, a missing
+    one, or one of several missing refuses the whole publish and raises no seq."""
+    from realtime.outbox import publish_many
+
+    topic_factory("a"), topic_factory("off", enabled=False)
+    with pytest.raises(TopicNotFound, match="disabled"):
+        publish_many([("a", 1), ("off", 2)])
+    with pytest.raises(TopicNotFound, match="'nope'"):
+        publish_many([("a", 1), ("nope", 2)])
+    assert dict(Topic.objects.values_list("slug", "last_seq")) == {"a": 0, "off": 0}
+    assert Message.objects.count() == 0
+    topic = Topic.objects.get(slug="a")
+    messages = publish_many([(topic, 1), ("a", 2), (topic, 3)])  # an object and its slug
+    assert [m.seq for m in messages] == [1, 2, 3]
+    assert Topic.objects.get(slug="a").last_seq == 3 and topic.last_seq == 3
+
+
+def test_mark_fanned_out_marks_only_what_was_not_marked(topic_factory):
+    topic_factory("a")
+    first, second = publish("a", 1), publish("a", 2)
+    earlier = timezone.now() - timezone.timedelta(hours=1)
+    Message.objects.filter(pk=first.pk).update(fanned_out_at=earlier)
+    Message.objects.filter(pk=second.pk).update(fanned_out_at=None)
+    fanout.mark_fanned_out([first.pk, second.pk])
+    marked = dict(Message.objects.values_list("seq", "fanned_out_at"))
+    assert marked[1] == earlier  # kept
+    assert marked[2] is not None and abs(marked[2] - timezone.now()).total_seconds() < 60
+    fanout.mark_fanned_out([])  # nothing to do
