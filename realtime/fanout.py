@@ -149,15 +149,21 @@ def publish_events(
     timeout: float = 2.0,
     target: Any = None,
 ) -> None:
-    """PUBLISH each (slug, seq, frame, commit time) in one pipeline round trip, through the
-    process-wide client or ``target``. Raises on Redis errors."""
+    """PUBLISH each (slug, seq, frame, commit time) in one round trip (a pipeline when there
+    are several), through the process-wide client or ``target``. Raises on Redis errors."""
     url, prefix = keys.redis_config()
     sharded = cluster.is_cluster(url)
-    pipe = (target or client(timeout)).pipeline(transaction=False)
-    for slug, seq, text, committed in events:
-        cluster.topic_publish(
-            pipe, sharded, keys.topic_channel(prefix, slug), keys.encode_event(seq, text, committed)
-        )
+    batch = [
+        (keys.topic_channel(prefix, slug), keys.encode_event(seq, text, committed))
+        for slug, seq, text, committed in events
+    ]
+    redis = target or client(timeout)
+    if len(batch) == 1:  # a publish's one message: the command alone, no pipeline to build
+        cluster.topic_publish(redis, sharded, *batch[0])
+        return
+    pipe = redis.pipeline(transaction=False)
+    for channel, event in batch:
+        cluster.topic_publish(pipe, sharded, channel, event)
     pipe.execute()
 
 
