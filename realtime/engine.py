@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 
-from realtime import cluster, keys, metrics
+from realtime import cluster, keys, metrics, wire
 from realtime.aio import raise_if_cancelled
 from realtime.subscriptions import TopicChannels
 from realtime.wire import Frame
@@ -44,6 +44,7 @@ from realtime.wire import Frame
 logger = logging.getLogger("realtime.engine")
 
 RECONNECT_MIN, RECONNECT_MAX = 0.1, 5.0
+DISPATCH_BATCH = 64  # messages already read from Redis delivered together (corked writes)
 
 
 class Subscriber(Protocol):
@@ -269,24 +270,46 @@ class Hub:
                             raise ConnectionError("sending subscriptions to Redis failed")
                         continue
                     heard, pinged = loop.time(), False
-                    kind = message["type"]
-                    channel = message["channel"]
-                    if kind == "message":
-                        if channel == self._heads:
-                            self._heads_message(message["data"])
-                        elif channel == self._access:
-                            self._access_message(message["data"])
-                        else:
-                            await self._dispatch(channel, message["data"])
-                    elif kind == "subscribe":
-                        if channel == self._access:
-                            # The batch is active (also after redis-py reconnected by itself).
-                            delay = RECONNECT_MIN
-                            await self.subscribed()
-                        elif channel != self._heads:
-                            self._confirmed(channel[len(self._topic_prefix) :].decode())
-                    elif kind == "unsubscribe" and channel.startswith(self._topic_prefix.encode()):
-                        self.channels.unsubscribed(channel[len(self._topic_prefix) :].decode())
+                    # What else Redis has sent already: delivered together, corked (``wire.
+                    # cork``), a subscriber's frames of them go in one send. Only a process
+                    # that fell behind has more than one; one message is written at once.
+                    batch = [message]
+                    while len(batch) < DISPATCH_BATCH:
+                        more = await pubsub.get_message(ignore_subscribe_messages=False, timeout=0)
+                        if more is None:
+                            break
+                        batch.append(more)
+                    if len(batch) > 1:
+                        wire.cork()
+                        metrics.local.corked += len(batch)
+                    try:
+                        for message in batch:
+                            kind = message["type"]
+                            channel = message["channel"]
+                            if kind == "message" and channel not in (self._heads, self._access):
+                                await self._dispatch(channel, message["data"])
+                                continue
+                            wire.uncork()  # what follows may await: the held frames go first
+                            if kind == "message":
+                                if channel == self._heads:
+                                    self._heads_message(message["data"])
+                                else:
+                                    self._access_message(message["data"])
+                            elif kind == "subscribe":
+                                if channel == self._access:
+                                    # The batch is active (also after redis-py reconnected).
+                                    delay = RECONNECT_MIN
+                                    await self.subscribed()
+                                elif channel != self._heads:
+                                    self._confirmed(channel[len(self._topic_prefix) :].decode())
+                            elif kind == "unsubscribe" and channel.startswith(
+                                self._topic_prefix.encode()
+                            ):
+                                self.channels.unsubscribed(
+                                    channel[len(self._topic_prefix) :].decode()
+                                )
+                    finally:
+                        wire.uncork()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -390,6 +413,7 @@ class Hub:
             try:
                 written = subscriber.push(slug, seq, frame)
                 if written < 0:
+                    wire.uncork()  # held frames first: other writes may come while it awaits
                     written = await subscriber.deliver(slug, seq, frame)
                 if written:
                     sent += 1

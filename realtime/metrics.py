@@ -52,6 +52,11 @@ FRAMES = Counter(
     "realtime_frames_delivered",
     "Message frames written to visitors' sockets by the live fan-out.",
 )
+CORKED = Counter(
+    "realtime_messages_corked",
+    "Messages the hub delivered together with others it had read from Redis at once (each "
+    "subscriber's frames of them joined in one send): the process fell behind its messages.",
+)
 REPLAYED = Counter(
     "realtime_frames_replayed",
     "Message frames sent from the database (backlog, resume, gap fill).",
@@ -134,19 +139,23 @@ LATENCY = Histogram(
 class Local:
     """What the hot path counts in plain integers, until ``flush``."""
 
-    __slots__ = ("frames", "replayed", "buckets", "latency_sum")
+    __slots__ = ("frames", "replayed", "corked", "buckets", "latency_sum")
 
     bounds = LATENCY_BUCKETS  # bisect_left(bounds, x): the first bucket whose bound >= x
 
     def __init__(self) -> None:
         self.frames = 0
         self.replayed = 0
+        self.corked = 0
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.latency_sum = 0.0
 
     def flush(self) -> None:
         frames, self.frames = self.frames, 0
         replayed, self.replayed = self.replayed, 0
+        corked, self.corked = self.corked, 0
+        if corked:
+            CORKED.inc(corked)
         if frames:
             FRAMES.inc(frames)
         if replayed:

@@ -415,10 +415,19 @@ def write(protocol: Any, frame: Frame, force: bool = False, kind: str = "message
     if transport is None or not transport.connected or transport.disconnecting:
         return 0
     data = frame.wire
+    corked = _cork.parts
+    if corked is not None:
+        held = corked.get(transport)
+        if held is not None:  # this batch's earlier frames wait here: after them, in order
+            held.append(data)
+            return 1
     if transport.dataBuffer or transport._tempDataLen:
         if not force:
             return WAITING
     elif not getattr(transport, "TLS", False):
+        if corked is not None:
+            corked[transport] = [data]
+            return 1
         try:
             sent = transport.socket.send(data)
         except (BlockingIOError, InterruptedError):
@@ -430,6 +439,47 @@ def write(protocol: Any, frame: Frame, force: bool = False, kind: str = "message
         data = data[sent:]
     transport.write(data)
     return 1
+
+
+class _Cork:
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: dict[Any, list[bytes]] | None = None
+
+
+_cork = _Cork()
+
+
+def cork() -> None:
+    """From now until ``uncork``, ``write`` keeps each socket's frames and ``uncork`` sends
+    them joined, one ``send()`` a socket: the hub corks while it delivers several messages it
+    had at once (a saturated process falls behind), so a subscriber of them costs one system
+    call, not one a message. Nothing may await while corked: a write by another path (autobahn,
+    a replay's task) could overtake the frames held here."""
+    if _cork.parts is None:
+        _cork.parts = {}
+
+
+def uncork() -> int:
+    """Send what ``cork`` held, one ``send()`` a socket (the rest through Twisted's buffer,
+    as ``write`` does), and stop corking. Returns how many sockets were written."""
+    parts, _cork.parts = _cork.parts, None
+    if not parts:
+        return 0
+    for transport, held in parts.items():
+        if not transport.connected or transport.disconnecting:
+            continue
+        data = held[0] if len(held) == 1 else b"".join(held)
+        try:
+            sent = transport.socket.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            continue  # broken: Twisted notices on its next read and closes it
+        if sent < len(data):
+            transport.write(data[sent:])
+    return len(parts)
 
 
 def send_prepared(protocol: Any, frame: Frame, force: bool = False, kind: str = "message") -> int:

@@ -336,3 +336,87 @@ def test_protocols_read_autobahns_options_from_their_class_not_a_copy_each():
     factory.setProtocolOptions(openHandshakeTimeout=3)
     third = connected()
     assert third.openHandshakeTimeout == 3 and first.openHandshakeTimeout == 7
+
+
+class SocketTransport:
+    """What ``wire.write`` and ``wire.uncork`` read of a Twisted TCP transport: its buffer
+    fields, its state, and its socket (``accept`` bytes a ``send()`` takes; None = all)."""
+
+    def __init__(self, accept: int | None = None, buffered: bytes = b""):
+        self.connected, self.disconnecting = True, False
+        self.dataBuffer, self._tempDataLen = buffered, 0
+        self.sends: list[bytes] = []  # each send() call's bytes
+        self.queued: list[bytes] = []  # what went to Twisted's buffer (transport.write)
+        transport = self
+
+        class Socket:
+            @staticmethod
+            def send(data: bytes) -> int:
+                taken = len(data) if accept is None else min(accept, len(data))
+                transport.sends.append(data[:taken])
+                return taken
+
+        self.socket = Socket()
+
+    def write(self, data: bytes) -> None:
+        self.queued.append(data)
+
+
+def open_protocol(transport: SocketTransport):
+    class Protocol:
+        state = wire.STATE_OPEN
+
+    protocol = Protocol()
+    protocol.transport = transport
+    return protocol
+
+
+def frames(*texts: str) -> list[wire.Frame]:
+    return [wire.Frame(text.encode(), text) for text in texts]
+
+
+def test_corked_frames_leave_joined_in_one_send_per_socket_in_order():
+    a, b = SocketTransport(), SocketTransport()
+    one, two, three = frames("one", "two", "three")
+    wire.cork()
+    try:
+        for frame in (one, two):
+            assert wire.write(open_protocol(a), frame) == 1
+            assert wire.write(open_protocol(b), frame) == 1
+        assert wire.write(open_protocol(a), three, True, "whisper") == 1
+        assert a.sends == b.sends == []  # held until uncork
+    finally:
+        assert wire.uncork() == 2
+    assert a.sends == [one.wire + two.wire + three.wire]
+    assert b.sends == [one.wire + two.wire]
+    assert wire.uncork() == 0  # not corked any more: nothing held
+    assert wire.write(open_protocol(a), one) == 1 and a.sends[-1] == one.wire  # at once
+
+
+def test_a_corked_socket_that_takes_part_gets_the_rest_through_twisteds_buffer():
+    partial, closed = SocketTransport(accept=4), SocketTransport()
+    one, two = frames("first frame", "second frame")
+    wire.cork()
+    for frame in (one, two):
+        wire.write(open_protocol(partial), frame)
+        wire.write(open_protocol(closed), frame)
+    closed.connected = False
+    wire.uncork()
+    joined = one.wire + two.wire
+    assert partial.sends == [joined[:4]] and partial.queued == [joined[4:]]
+    assert closed.sends == [] and closed.queued == []  # gone meanwhile: nothing written
+
+
+def test_a_socket_with_bytes_waiting_is_not_corked_and_keeps_its_backpressure():
+    """A reader already behind gets ``WAITING`` (or, forced, Twisted's buffer after what
+    waits) while corked, exactly as when not: the cork only joins writes that would have
+    been sent at once."""
+    slow = SocketTransport(buffered=b"older bytes")
+    one, two = frames("one", "two")
+    wire.cork()
+    try:
+        assert wire.write(open_protocol(slow), one) == wire.WAITING
+        assert wire.write(open_protocol(slow), two, True) == 1
+    finally:
+        assert wire.uncork() == 0
+    assert slow.sends == [] and slow.queued == [two.wire]
