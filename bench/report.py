@@ -183,8 +183,8 @@ def steady_section(found: dict | None) -> list[str]:
         " sweep did).",
         "",
         "| run | product delivered/s | raw delivered/s | product / raw | p50 / p99 ms (product)"
-        " | swept | lost |",
-        "|---:|---:|---:|---:|---|---:|---:|",
+        " | p50 / p99 ms (raw) | swept | lost |",
+        "|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     rows = found["rows"]
     ratios = []
@@ -195,15 +195,25 @@ def steady_section(found: dict | None) -> list[str]:
             f"| {product['run']} | {fmt(product['delivered_per_s'], 0)} |"
             f" {fmt(raw['delivered_per_s'], 0)} | {ratio:.2f} |"
             f" {fmt(product['p50_ms'], 1)} / {fmt(product['p99_ms'], 1)} |"
+            f" {fmt(raw['p50_ms'], 1)} / {fmt(raw['p99_ms'], 1)} |"
             f" {product.get('swept', '—')} | {product['lost']} |"
         )
+
+    def spread(values: list[float], digits: int = 2) -> str:
+        mean = sum(values) / len(values)
+        widest = max(abs(v - mean) / mean for v in values) if mean else 0.0
+        low, high = min(values), max(values)
+        return (
+            f"mean {mean:,.{digits}f}, min {low:,.{digits}f}, max {high:,.{digits}f};"
+            f" every run within ±{100 * widest:.1f} % of the mean"
+        )
+
     if ratios:
-        mean = sum(ratios) / len(ratios)
-        spread = max(abs(r - mean) / mean for r in ratios) if mean else 0.0
         lines += [
             "",
-            f"Product / raw: mean {mean:.2f}, min {min(ratios):.2f}, max {max(ratios):.2f};"
-            f" every run within ±{100 * spread:.0f} % of the mean.",
+            f"- Product / raw: {spread(ratios)}.",
+            f"- Product delivered/s: {spread([r['delivered_per_s'] for r in rows[::2]], 0)}.",
+            f"- Raw delivered/s: {spread([r['delivered_per_s'] for r in rows[1::2]], 0)}.",
         ]
     return lines + [""]
 
