@@ -159,6 +159,8 @@ def write_report(results: dict, out: Path) -> None:
     for earlier in results.get("before-after_earlier", []):
         lines += before_after_section(earlier, earlier=True)
     lines += steady_section(results.get("steady"))
+    for earlier in results.get("steady_earlier", []):
+        lines += steady_section(earlier, earlier=True)
     lines += connections_section(results.get("connections"))
     for earlier in results.get("connections_earlier", []):
         lines += connections_section(earlier, earlier=True)
@@ -170,11 +172,12 @@ def write_report(results: dict, out: Path) -> None:
     out.write_text("\n".join(lines) + "\n")
 
 
-def steady_section(found: dict | None) -> list[str]:
+def steady_section(found: dict | None, earlier: bool = False) -> list[str]:
     if not found:
         return []
+    title = "Steadiness: ten consecutive runs against the raw broadcast"
     lines = [
-        "## Steadiness: ten consecutive runs against the raw broadcast",
+        f"## {title}" + (f" (an earlier run, {found['date'][:10]})" if earlier else ""),
         "",
         f"Run {found['date']} (`python bench/run.py --phase steady`) on {found['cpus']} CPUs:"
         " each run is 1,000 clients (Node.js load generator), 300 messages at 100 msgs/s, the"
