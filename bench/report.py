@@ -159,6 +159,7 @@ def write_report(results: dict, out: Path) -> None:
     for earlier in results.get("before-after_earlier", []):
         lines += before_after_section(earlier, earlier=True)
     lines += steady_section(results.get("steady"))
+    lines += steady_section(results.get("steady-python"))
     for earlier in results.get("steady_earlier", []):
         lines += steady_section(earlier, earlier=True)
     lines += connections_section(results.get("connections"))
@@ -175,12 +176,16 @@ def write_report(results: dict, out: Path) -> None:
 def steady_section(found: dict | None, earlier: bool = False) -> list[str]:
     if not found:
         return []
-    title = "Steadiness: ten consecutive runs against the raw broadcast"
+    python = found["rows"][0].get("loadgen") == "python"
+    title = "Steadiness: ten consecutive runs against the raw broadcast" + (
+        " (the Python load generator)" if python else ""
+    )
+    phase, generator = ("steady-python", "Python") if python else ("steady", "Node.js")
     lines = [
         f"## {title}" + (f" (an earlier run, {found['date'][:10]})" if earlier else ""),
         "",
-        f"Run {found['date']} (`python bench/run.py --phase steady`) on {found['cpus']} CPUs:"
-        " each run is 1,000 clients (Node.js load generator), 300 messages at 100 msgs/s, the"
+        f"Run {found['date']} (`python bench/run.py --phase {phase}`) on {found['cpus']} CPUs:"
+        f" each run is 1,000 clients ({generator} load generator), 300 messages at 100 msgs/s, the"
         " product (through `realtime.publish()`) then the raw broadcast paced the same way."
         " *Swept*: the product's messages the after-commit fan-out did not send (the outbox"
         " sweep did).",

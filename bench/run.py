@@ -399,12 +399,13 @@ def swept(bench: Bench, topic: str) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def steady_phase(bench: Bench) -> list[dict]:
+def steady_phase(bench: Bench, loadgen: str = "node") -> list[dict]:
     """Issue 19's steadiness: ``STEADY_RUNS`` consecutive pairs (product, then the raw
     broadcast paced the same way) of 1,000 clients, 300 messages at 100 msgs/s, from the
-    Node.js load generator; with, for the product, how many messages the sweep had to send."""
+    Node.js load generator (``steady-python``: the Python one); with, for the product, how
+    many messages the sweep had to send."""
     rows = []
-    bench.loadgen_kind = "node"
+    bench.loadgen_kind = loadgen
     for run in range(1, STEADY_RUNS + 1):
         pair = {}
         for server in ("product", "raw"):
@@ -412,7 +413,7 @@ def steady_phase(bench: Bench) -> list[dict]:
             if server == "product":
                 r["swept"] = swept(bench, f"bench-{bench.topic_counter}")
             pair[server] = r
-            rows.append({**r, "run": run})
+            rows.append({**r, "run": run, "loadgen": loadgen})
         ratio = pair["product"]["delivered_per_s"] / max(1.0, pair["raw"]["delivered_per_s"])
         rows[-2]["ratio_to_raw"] = ratio
         print(f"  run {run}: product/raw {ratio:.2f}, swept {pair['product']['swept']}", flush=True)
@@ -491,6 +492,7 @@ def main() -> None:
             "before-after",
             "drop",
             "steady",
+            "steady-python",
             "connections",
         ),
         default="all",
@@ -559,6 +561,7 @@ def main() -> None:
                         "sse": sse_phase,
                         "before-after": before_after_phase,
                         "steady": steady_phase,
+                        "steady-python": lambda bench: steady_phase(bench, "python"),
                         "connections": connections_phase,
                     }
                     rows = phases[args.phase](bench)
