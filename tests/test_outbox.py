@@ -335,3 +335,33 @@ def test_mark_fanned_out_marks_only_what_was_not_marked(topic_factory):
     assert marked[1] == earlier  # kept
     assert marked[2] is not None and abs(marked[2] - timezone.now()).total_seconds() < 60
     fanout.mark_fanned_out([])  # nothing to do
+
+
+def test_written_out_statements_are_made_once_per_database_connection(topic_factory):
+    """``_prepare`` keeps what a connection's statements need (quoted names, converters) on
+    that connection object: made at its first publish, reused after, and another thread's
+    connection gets its own."""
+    import threading
+
+    from django.db import connections
+
+    topic_factory("a")
+    publish("a", 1)
+    connection = connections["default"]  # this thread's (django.db.connection is a proxy)
+    built = []
+
+    def build(conn):
+        built.append(conn)
+        return ("made for", conn.alias)
+
+    assert outbox._prepare(connection, "probe", build) == ("made for", "default")
+    assert outbox._prepare(connection, "probe", build) == ("made for", "default")
+    assert built == [connection]
+    assert outbox._prepared[connection]["claim"][0].startswith("UPDATE")  # the publish's
+    other = []
+    worker = threading.Thread(
+        target=lambda: other.append(outbox._prepare(connections["default"], "probe", build))
+    )
+    worker.start()
+    worker.join(10)
+    assert other == [("made for", "default")] and len(built) == 2 and built[1] is not connection
