@@ -108,3 +108,28 @@ def test_data_text_is_indented_json_with_the_c_encoder_for_scalars(data):
 
     expected = data if isinstance(data, str) else json.dumps(data, indent=2, ensure_ascii=False)
     assert data_text(data) == expected
+
+
+def test_a_topics_template_is_looked_up_once_with_debug_off(settings, monkeypatch, tmp_path):
+    """The lookup (``select_template``) is remembered per first name with DEBUG off; DEBUG on
+    looks up every time, and a changed TEMPLATES setting is seen at once."""
+    calls = []
+    real = rendering.select_template
+    monkeypatch.setattr(
+        rendering, "select_template", lambda names: calls.append(names) or real(names)
+    )
+    settings.DEBUG = False  # (a changed setting empties what was remembered)
+    first = rendering.template_for("lookup-once")
+    assert rendering.template_for("lookup-once") is first and len(calls) == 1
+    settings.DEBUG = True
+    rendering.template_for("lookup-once"), rendering.template_for("lookup-once")
+    assert len(calls) == 3
+    settings.DEBUG = False
+    folder = tmp_path / "realtime" / "messages"
+    folder.mkdir(parents=True)
+    (folder / "lookup-once.html").write_text("<b>{{ data }}</b>")
+    assert rendering.template_for("lookup-once").render({"data": 1}) != "<b>1</b>"
+    settings.TEMPLATES = [
+        {**settings.TEMPLATES[0], "DIRS": [tmp_path, *settings.TEMPLATES[0]["DIRS"]]}
+    ]
+    assert rendering.template_for("lookup-once").render({"data": 1}) == "<b>1</b>"
