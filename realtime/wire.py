@@ -419,14 +419,17 @@ def write(protocol: Any, frame: Frame, force: bool = False, kind: str = "message
     if corked is not None:
         held = corked.get(transport)
         if held is not None:  # this batch's earlier frames wait here: after them, in order
-            held.append(data)
+            held += data
+            if len(held) >= CORK_BYTES:  # sent now: backpressure sees what the socket refused
+                del corked[transport]
+                _send(transport, held)
             return 1
     if transport.dataBuffer or transport._tempDataLen:
         if not force:
             return WAITING
     elif not getattr(transport, "TLS", False):
         if corked is not None:
-            corked[transport] = [data]
+            corked[transport] = bytearray(data)
             return 1
         try:
             sent = transport.socket.send(data)
@@ -445,18 +448,21 @@ class _Cork:
     __slots__ = ("parts",)
 
     def __init__(self) -> None:
-        self.parts: dict[Any, list[bytes]] | None = None
+        self.parts: dict[Any, bytearray] | None = None
 
 
 _cork = _Cork()
+CORK_BYTES = 64 * 1024  # a socket's held frames are sent once they reach this
 
 
 def cork() -> None:
     """From now until ``uncork``, ``write`` keeps each socket's frames and ``uncork`` sends
     them joined, one ``send()`` a socket: the hub corks while it delivers several messages it
     had at once (a saturated process falls behind), so a subscriber of them costs one system
-    call, not one a message. Nothing may await while corked: a write by another path (autobahn,
-    a replay's task) could overtake the frames held here."""
+    call, not one a message. A socket's held bytes are sent as soon as they reach
+    ``CORK_BYTES``, so a slow reader meets its backpressure (``WAITING``, the slow-reader
+    limit) as it would uncorked. Nothing may await while corked: a write by another path
+    (autobahn, a replay's task) could overtake the frames held here."""
     if _cork.parts is None:
         _cork.parts = {}
 
@@ -468,18 +474,21 @@ def uncork() -> int:
     if not parts:
         return 0
     for transport, held in parts.items():
-        if not transport.connected or transport.disconnecting:
-            continue
-        data = held[0] if len(held) == 1 else b"".join(held)
-        try:
-            sent = transport.socket.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            continue  # broken: Twisted notices on its next read and closes it
-        if sent < len(data):
-            transport.write(data[sent:])
+        _send(transport, held)
     return len(parts)
+
+
+def _send(transport: Any, data: bytearray) -> None:
+    if not transport.connected or transport.disconnecting:
+        return
+    try:
+        sent = transport.socket.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        return  # broken: Twisted notices on its next read and closes it
+    if sent < len(data):
+        transport.write(bytes(data[sent:]))
 
 
 def send_prepared(protocol: Any, frame: Frame, force: bool = False, kind: str = "message") -> int:

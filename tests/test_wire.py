@@ -420,3 +420,27 @@ def test_a_socket_with_bytes_waiting_is_not_corked_and_keeps_its_backpressure():
     finally:
         assert wire.uncork() == 0
     assert slow.sends == [] and slow.queued == [two.wire]
+
+
+def test_a_corked_socket_is_sent_at_cork_bytes_and_then_meets_its_backpressure(monkeypatch):
+    """Held bytes go out once they reach ``CORK_BYTES``; a reader that takes only part of
+    them has the rest in Twisted's buffer, so its next frame meets ``WAITING`` (the
+    slow-reader rule) within the same corked batch, as it would uncorked."""
+
+    class Buffering(SocketTransport):
+        def write(self, data: bytes) -> None:
+            super().write(data)
+            self.dataBuffer += data  # what Twisted does with what the socket refused
+
+    monkeypatch.setattr(wire, "CORK_BYTES", 100)
+    slow = Buffering(accept=70)
+    big = frames("x" * 60, "y" * 60, "z" * 60)
+    wire.cork()
+    try:
+        assert wire.write(open_protocol(slow), big[0]) == 1 and slow.sends == []
+        assert wire.write(open_protocol(slow), big[1]) == 1  # 124 bytes held: sent now
+        joined = big[0].wire + big[1].wire
+        assert slow.sends == [joined[:70]] and slow.queued == [joined[70:]]
+        assert wire.write(open_protocol(slow), big[2]) == wire.WAITING
+    finally:
+        assert wire.uncork() == 0  # nothing held any more
