@@ -273,12 +273,18 @@ def _claim_statement(connection: Any) -> tuple[str, str, list[Any], list[str]]:
     return head, tail, converters, [field.attname for field in fields]
 
 
+def _by_count(counts: Counter[Any]) -> dict[int, list[Any]]:
+    """The keys grouped by their count: one statement raises every topic of a group."""
+    groups: dict[int, list[Any]] = {}
+    for key, count in counts.items():
+        groups.setdefault(count, []).append(key)
+    return groups
+
+
 def _claim_slugs(connection: Any, by_slug: Counter[str]) -> dict[str, Topic]:
     """``UPDATE … RETURNING`` of the enabled rows of these slugs (``last_seq`` raised by each
     one's count); the rows by slug, converted as the ORM converts what it reads."""
-    by_count: dict[int, list[str]] = {}
-    for slug, count in by_slug.items():
-        by_count.setdefault(count, []).append(slug)
+    by_count = _by_count(by_slug)
     head, tail, converters, names = _prepare(connection, "claim", _claim_statement)
     claimed: dict[str, Topic] = {}
     with connection.cursor() as cursor:
@@ -330,9 +336,7 @@ def _raise_last_seq(per_topic: Counter[int]) -> dict[int, int]:
     where the database has it (PostgreSQL; SQLite 3.35+), else that UPDATE then a SELECT. A
     message waits on this before it is sent: the ORM's two statements were 1 ms of the
     3.3 ms a publish spent before Redis's ``PUBLISH`` (bench/notes.md)."""
-    by_count: dict[int, list[int]] = {}
-    for topic_id, count in per_topic.items():
-        by_count.setdefault(count, []).append(topic_id)
+    by_count = _by_count(per_topic)
     connection = connections[Topic.objects.db]
     last: dict[int, int] = {}
     if _returning(connection):
