@@ -133,3 +133,82 @@ def test_a_topics_template_is_looked_up_once_with_debug_off(settings, monkeypatc
         {**settings.TEMPLATES[0], "DIRS": [tmp_path, *settings.TEMPLATES[0]["DIRS"]]}
     ]
     assert rendering.template_for("lookup-once").render({"data": 1}) == "<b>1</b>"
+
+
+ODD_DATA = [
+    {"t": 1795903568428423304, "i": 5},
+    {},
+    {"title": "<b>Big</b> & 'news'", "body": 'say "hi"', "n": None, "ok": True, "x": 1.5},
+    {"nested": {"a": [1, "é", None]}, "list": [{"b": "<i>"}], "  spaced  key ": "  a \n b  "},
+    {"items": [1, 2], "other": "the template reads data.items as this key"},
+    {1: "a key that is not a string", "b": 2},
+    "just <text> & more",
+    "   ",
+    "",
+    0,
+    -3,
+    2**70,
+    1e300,
+    True,
+    None,
+    [1, "<two>", {"three": 3}],
+    "line one\n\n\tline two",
+    "\u00e9\u4e2d\U0001f600",
+]
+
+
+@pytest.mark.parametrize("data", ODD_DATA, ids=range(len(ODD_DATA)))
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", None], ids=["utc", "kolkata", "naive"])
+def test_the_apps_default_template_written_in_python_renders_what_the_template_does(
+    data, zone, settings
+):
+    """``render_default`` (the app's default template, written out) gives the very string
+    Django's engine gives for that template, whatever the data and the time zone."""
+    from datetime import UTC, datetime
+
+    from realtime.models import Topic
+
+    if zone is None:
+        settings.USE_TZ = False
+        created = datetime(2026, 11, 28, 21, 5, 9, 123456)
+    else:
+        settings.TIME_ZONE = zone
+        created = datetime(2026, 11, 28, 21, 5, 9, 123456, tzinfo=UTC)
+    message = Message(topic=Topic(slug="no-such-template"), seq=7, data=data, created_at=created)
+    template = rendering.template_for("no-such-template")
+    assert rendering.is_apps_default(template)
+    try:
+        engine = template.render({"message": message, "data": data, "topic": message.topic})
+    except ValueError:  # {% for key, value in data.items %} over data["items"]: [1, 2]
+        engine = ""  # a failing template: the message goes without html
+    fast = rendering.render_default(message)
+    if fast is None:  # the data the template reads otherwise: the engine renders it
+        assert isinstance(data, dict) and ("items" in data or 1 in data)
+    else:
+        assert fast == engine
+    assert rendering.render(message) == " ".join(engine.split())
+
+
+def test_a_projects_default_template_is_rendered_by_the_engine(settings, tmp_path):
+    """An override of ``default.html`` (or an engine without autoescaping) is not the app's
+    template: the engine renders it."""
+    from datetime import UTC, datetime
+
+    from realtime.models import Topic
+
+    message = Message(
+        topic=Topic(slug="plain"), seq=1, data={"a": "<x>"}, created_at=datetime.now(UTC)
+    )
+    assert rendering.is_apps_default(rendering.template_for("plain"))
+    folder = tmp_path / "realtime" / "messages"
+    folder.mkdir(parents=True)
+    (folder / "default.html").write_text("<em>{{ data.a }}</em>")
+    settings.TEMPLATES = [
+        {**settings.TEMPLATES[0], "DIRS": [tmp_path, *settings.TEMPLATES[0]["DIRS"]]}
+    ]
+    assert not rendering.is_apps_default(rendering.template_for("plain"))
+    assert rendering.render(message) == "<em>&lt;x&gt;</em>"
+    options = {**settings.TEMPLATES[0]["OPTIONS"], "autoescape": False}
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [], "OPTIONS": options}]
+    assert not rendering.is_apps_default(rendering.template_for("plain"))
+    assert "<dd><x></dd>" in rendering.render(message)
