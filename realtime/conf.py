@@ -121,13 +121,17 @@ class RealtimeSettings:
         return value
 
     def __getattr__(self, name: str) -> Any:
+        """A setting's value, kept as an attribute of this object until ``REALTIME`` changes:
+        read again per connection and per frame, it then costs what an attribute does."""
         if name not in DEFAULTS:
             raise AttributeError(f"Unknown REALTIME setting {name!r}.")
         if self._cache is None:
             self._cache = {**DEFAULTS, **self.user_settings}
-        return self._cache[name]
+        value = self.__dict__[name] = self._cache[name]
+        return value
 
     def reload(self) -> None:
+        self.__dict__.clear()
         self._cache = None
 
 

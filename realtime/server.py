@@ -6,6 +6,7 @@ run the server the same way.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -180,87 +181,86 @@ def limit_http_request_time(seconds: float) -> None:
       trickles a byte every few seconds resets the idle timeout forever (slowloris), so each
       connection's head must be complete ``seconds`` after the connection opened (or after
       the previous request on a kept-alive connection ended) whatever arrives meanwhile
-      (``HeadDeadline``). The head's size is bounded by Twisted (``totalHeadersSize``, 16 KiB:
-      400 and closed beyond).
+      (``head_deadline_channel``: daphne's factory builds its HTTP/1.1 channels from it). The
+      head's size is bounded by Twisted (``totalHeadersSize``, 16 KiB: 400 and closed beyond).
     """
     try:
         from daphne import http_protocol
+        from twisted.web import http
     except ImportError:
         return
     factory = http_protocol.HTTPFactory
     original = getattr(factory.__init__, "__wrapped__", factory.__init__)
-    original_build = getattr(factory.buildProtocol, "__wrapped__", factory.buildProtocol)
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         self.timeOut = seconds
 
-    def buildProtocol(self: Any, addr: Any) -> Any:
-        protocol = original_build(self, addr)
-        # Twisted wraps the HTTP/1.1 channel in a protocol that may switch to HTTP/2.
-        HeadDeadline(getattr(protocol, "_channel", protocol), seconds)
-        return protocol
+    channel = head_deadline_channel()
+    channel.head_seconds = seconds
+
+    def protocol(self: Any) -> Any:  # Twisted's _genericHTTPChannelProtocolFactory, our channel
+        return http._GenericHTTPChannelProtocol(channel())
 
     __init__.__wrapped__ = original  # type: ignore[attr-defined]
-    buildProtocol.__wrapped__ = original_build  # type: ignore[attr-defined]
     factory.__init__ = __init__
-    factory.buildProtocol = buildProtocol
+    factory.protocol = protocol
 
 
-class HeadDeadline:
-    """One HTTP channel's deadline for its request head: armed when the connection opens and
-    when a kept-alive request ends, disarmed when a head is complete (Twisted's
-    ``allHeadersReceived``; a WebSocket upgrade leaves the channel there); on expiry the
-    connection is closed. Wraps the channel's methods on the instance only."""
+@functools.cache
+def head_deadline_channel() -> type:
+    """Twisted's HTTP/1.1 channel with a deadline for each request head: armed when the
+    connection opens and when a kept-alive request ends, disarmed when a head is complete
+    (``allHeadersReceived``; a WebSocket upgrade leaves the channel there); on expiry the
+    connection is closed. A subclass, not wrappers on each channel: a handshake makes no
+    closures and the channel holds one more attribute, not five."""
+    from twisted.web import http
 
-    __slots__ = ("channel", "seconds", "call")
+    class HeadDeadlineChannel(http.HTTPChannel):
+        head_seconds = 10.0
+        head_call: Any = None
 
-    def __init__(self, channel: Any, seconds: float):
-        self.channel, self.seconds, self.call = channel, seconds, None
-        made, headers = channel.connectionMade, channel.allHeadersReceived
-        done, lost = channel.requestDone, channel.connectionLost
+        def connectionMade(self) -> None:
+            super().connectionMade()
+            self.arm_head_deadline()
 
-        def connectionMade() -> None:
-            made()
-            self.arm()
+        def allHeadersReceived(self) -> None:
+            self.disarm_head_deadline()
+            super().allHeadersReceived()
 
-        def allHeadersReceived() -> None:
-            self.disarm()
-            headers()
+        def requestDone(self, request: Any) -> None:
+            super().requestDone(request)
+            if self.persistent and self.transport is not None:
+                self.arm_head_deadline()
 
-        def requestDone(request: Any) -> None:
-            done(request)
-            if channel.persistent and channel.transport is not None:
-                self.arm()
+        def connectionLost(self, reason: Any) -> None:
+            self.disarm_head_deadline()
+            super().connectionLost(reason)
 
-        def connectionLost(reason: Any) -> None:
-            self.disarm()
-            lost(reason)
+        def arm_head_deadline(self) -> None:
+            from twisted.internet import reactor  # daphne's, installed before it serves
 
-        channel.connectionMade = connectionMade
-        channel.allHeadersReceived = allHeadersReceived
-        channel.requestDone = requestDone
-        channel.connectionLost = connectionLost
+            self.disarm_head_deadline()
+            self.head_call = reactor.callLater(self.head_seconds, self.head_expired)
 
-    def arm(self) -> None:
-        from twisted.internet import reactor
+        def disarm_head_deadline(self) -> None:
+            call = self.head_call
+            if call is not None:
+                if call.active():
+                    call.cancel()
+                self.head_call = None
 
-        self.disarm()
-        self.call = reactor.callLater(self.seconds, self.expire)
+        def head_expired(self) -> None:
+            self.head_call = None
+            if self.transport is not None:
+                logger.info(
+                    "closing %s: no complete request head in %gs",
+                    self.transport.getPeer(),
+                    self.head_seconds,
+                )
+                self.transport.abortConnection()
 
-    def disarm(self) -> None:
-        if self.call is not None and self.call.active():
-            self.call.cancel()
-        self.call = None
-
-    def expire(self) -> None:
-        self.call = None
-        transport = self.channel.transport
-        if transport is not None:
-            logger.info(
-                "closing %s: no complete request head in %gs", transport.getPeer(), self.seconds
-            )
-            transport.abortConnection()
+    return HeadDeadlineChannel
 
 
 def quiet_probe_access_log() -> None:

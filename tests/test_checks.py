@@ -87,8 +87,12 @@ def test_settings_reload_on_change(settings):
 
     settings.REALTIME = {"MAX_SUBSCRIPTIONS": 3}
     assert realtime_settings.MAX_SUBSCRIPTIONS == 3
+    assert realtime_settings.MAX_SUBSCRIPTIONS == 3  # kept as an attribute once read
+    assert vars(realtime_settings)["MAX_SUBSCRIPTIONS"] == 3
     settings.REALTIME = {}
     assert realtime_settings.MAX_SUBSCRIPTIONS == 100
+    settings.REALTIME = {"MAX_SUBSCRIPTIONS": 5, "PUBLISH_BURST": 2}
+    assert (realtime_settings.MAX_SUBSCRIPTIONS, realtime_settings.PUBLISH_BURST) == (5, 2)
     with pytest.raises(AttributeError):
         realtime_settings.NOPE  # noqa: B018
 

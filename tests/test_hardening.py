@@ -4,6 +4,7 @@ sessions without Origin, the frame budget, shutdown order, a REALTIME that is no
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import socket
 import subprocess
@@ -73,13 +74,21 @@ async def test_slow_http_clients_are_closed(live_site):
 async def test_a_request_head_trickled_byte_by_byte_is_closed_at_its_deadline(live_site):
     """Bytes that keep arriving reset an idle timeout, not the deadline for the whole head
     (nginx's client_header_timeout): 200 sockets sending a header byte every 0.3 s are all
-    closed once HTTP_REQUEST_TIMEOUT has passed since they connected."""
+    closed once HTTP_REQUEST_TIMEOUT has passed since they connected (20 of them kept alive
+    after a first request: since it ended)."""
     site = live_site(scheduler=False, realtime={"HTTP_REQUEST_TIMEOUT": 2.0})
 
     def trickle() -> tuple[int, float]:
         socks = []
-        for _ in range(200):
-            sock = socket.create_connection(("127.0.0.1", site.port), timeout=5)
+        for n in range(200):
+            if n % 10 == 0:  # a kept-alive connection: the deadline again for its next head
+                kept = http.client.HTTPConnection("127.0.0.1", site.port, timeout=5)
+                kept.request("GET", "/healthz")
+                answer = kept.getresponse()
+                assert answer.status == 200 and answer.read() and not answer.will_close
+                sock = kept.sock
+            else:
+                sock = socket.create_connection(("127.0.0.1", site.port), timeout=5)
             sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
             sock.setblocking(False)
             socks.append(sock)

@@ -135,10 +135,15 @@ def test_autobahn_still_has_the_log_formatting_this_project_defers():
 def test_http_request_timeout_reaches_daphnes_twisted_factory():
     from daphne.http_protocol import HTTPFactory
 
+    from realtime.server import head_deadline_channel
+
     limit_http_request_time(3.5)
     assert HTTPFactory(server=None).timeOut == 3.5
     limit_http_request_time(7.0)  # applied again: replaced, not stacked
-    assert HTTPFactory(server=None).timeOut == 7.0
+    factory = HTTPFactory(server=None)
+    assert factory.timeOut == 7.0
+    channel = factory.buildProtocol(None)._channel  # Twisted's HTTP/1.1-or-2 wrapper's
+    assert type(channel) is head_deadline_channel() and channel.head_seconds == 7.0
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
@@ -158,13 +163,14 @@ def test_frame_wire_bytes_follow_rfc6455(size):
 
 
 def test_daphne_routes_socket_data_through_the_protocols_instance_attributes():
-    """ReadGate and HeadDeadline wrap methods on the instance: daphne hands the upgraded
-    transport to the WebSocket protocol (``transport.protocol``), which Twisted calls by
-    attribute, and daphne's protocol queues events on ``application_queue``."""
+    """ReadGate wraps methods on the instance: daphne hands the upgraded transport to the
+    WebSocket protocol (``transport.protocol``), which Twisted calls by attribute, and
+    daphne's protocol queues events on ``application_queue``. The head deadline's channel
+    overrides HTTPChannel's methods, which Twisted's factory builds by ``protocol``."""
     import inspect
 
     from daphne import http_protocol, ws_protocol
-    from twisted.internet import tcp
+    from twisted.internet import protocol, tcp
     from twisted.web import http
 
     assert "transport.protocol = protocol" in inspect.getsource(http_protocol.WebRequest.process)
@@ -175,6 +181,11 @@ def test_daphne_routes_socket_data_through_the_protocols_instance_attributes():
     for name in ("connectionMade", "allHeadersReceived", "requestDone", "connectionLost"):
         assert callable(getattr(http.HTTPChannel, name))
     assert "self.allHeadersReceived()" in inspect.getsource(http.HTTPChannel.lineReceived)
+    assert "_GenericHTTPChannelProtocol(HTTPChannel())" in inspect.getsource(
+        http._genericHTTPChannelProtocolFactory
+    )
+    assert "super().buildProtocol(addr)" in inspect.getsource(http.HTTPFactory.buildProtocol)
+    assert "self.protocol()" in inspect.getsource(protocol.Factory.buildProtocol)
     assert http.HTTPChannel.totalHeadersSize == 16384
 
 
