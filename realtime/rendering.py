@@ -7,7 +7,9 @@ Django admin). Context: ``message``
 (``seq``, ``created_at``, ``source``, ``author``), ``data`` and ``topic``. Autoescaping is on:
 data never becomes markup. The rendering is stored with the message (``Message.html``) and
 carried by its frame (``html``), so live delivery, replays and gap fills send it without
-rendering again. A model broadcast (``realtime.broadcasting``) brings its own rendering.
+rendering again. A model broadcast (``realtime.broadcasting``) brings its own rendering. The
+app's own ``default.html``, when it is what the lookup finds, is written by ``render_default``
+(the same string, without the engine's cost).
 """
 
 from __future__ import annotations
