@@ -29,6 +29,7 @@ def main() -> None:
         ensure_node_loadgen()
     servers = args.servers.split(",")
     means: dict[str, list[tuple[float, float]]] = {s: [] for s in servers}
+    waits: dict[str, list[float]] = {s: [] for s in servers}  # the product's publisher's
     with tempfile.TemporaryDirectory(prefix="realtime-pairs-") as tmp:
         workdir = Path(tmp)
         with EmbeddedRedis(directory=workdir / "redis") as redis:
@@ -39,6 +40,8 @@ def main() -> None:
                     for server in servers:
                         r = bench.scenario(server, args.clients, args.rate, args.seconds)
                         means[server].append((r["delivered_per_s"], r["p50_ms"]))
+                        if "publish_wait_p50_us" in r:
+                            waits[server].append(r["publish_wait_p50_us"])
             finally:
                 bench.stop()
     first = servers[0]
@@ -47,7 +50,10 @@ def main() -> None:
         delivered = sum(d for d, _ in rows) / len(rows)
         p50 = sum(p for _, p in rows) / len(rows)
         ratio = delivered / base
-        print(f"{server:16} delivered/s {delivered:9.0f} ({ratio:.3f}x)  p50 {p50:8.1f} ms")
+        wait = ""
+        if waits[server]:
+            wait = f"  publish wait {sum(waits[server]) / len(waits[server]) / 1000:.2f} ms"
+        print(f"{server:16} delivered/s {delivered:9.0f} ({ratio:.3f}x)  p50 {p50:8.1f} ms{wait}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
@@ -60,13 +61,30 @@ def frame_for(topic: str, i: int, html: Callable[[int, int], str]) -> str:
 
 
 def run_product(topic: str, count: int, rate: float) -> None:
+    """Publish, and print (a JSON line) how long each publish kept its message before its
+    ``PUBLISH`` was written: storing and rendering first, what the raw broadcast skips."""
     import django
 
     django.setup()
-    from realtime import publish
+    from realtime import cluster, publish
 
+    written = [0]
+    real = cluster.topic_publish
+
+    def stamped(*args, **kwargs):
+        written[0] = time.perf_counter_ns()
+        return real(*args, **kwargs)
+
+    cluster.topic_publish = stamped
+    waits = []
     for i in paced(count, rate):
+        started = written[0] = time.perf_counter_ns()
         publish(topic, {"t": time.time_ns(), "i": i}, source="api")
+        if written[0] > started:  # (not when the sweep or the lane sent it instead)
+            waits.append((written[0] - started) / 1000)
+    waits.sort()
+    if waits:
+        print(json.dumps({"publish_wait_p50_us": waits[len(waits) // 2]}), flush=True)
 
 
 def run_raw(topic: str, count: int, rate: float) -> None:

@@ -230,7 +230,7 @@ class Bench:
         # The release before publishes with its own code too (its store and fan-out path).
         code = self.specs[server][1] if server == "product-before" else ROOT
         started = time.monotonic()
-        subprocess.run(
+        published = subprocess.run(
             [
                 PY,
                 str(code / "bench" / "publisher.py"),
@@ -246,6 +246,8 @@ class Bench:
             env=self.env,
             check=True,
             cwd=code,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         sent_seconds = time.monotonic() - started
         gen.stdin.write("published\n")
@@ -261,6 +263,9 @@ class Bench:
             delivered_per_s=result["received"] / span if span > 0 else 0.0,
             open_seconds=ready["open_seconds"],
         )
+        for line in published.stdout.splitlines():  # the product's publisher: its wait
+            if line.startswith("{"):
+                result.update(json.loads(line))
         # Sustained: it keeps up with the offered rate (no growing queue) with p99 ≤ 500 ms
         # and (almost) everything arrives.
         result["sustained"] = (
@@ -272,7 +277,12 @@ class Bench:
             f"  {server:9} N={clients:5} rate={rate:6g}/s "
             f"delivered={result['delivered_per_s']:9.0f}/s p50={result['p50_ms']:7.1f} "
             f"p99={result['p99_ms']:8.1f} max={result['max_ms']:8.1f} ms "
-            f"lost={result['lost']} dup={result['duplicates']}",
+            f"lost={result['lost']} dup={result['duplicates']}"
+            + (
+                f" publish-wait={result['publish_wait_p50_us'] / 1000:.2f}ms"
+                if "publish_wait_p50_us" in result
+                else ""
+            ),
             flush=True,
         )
         return result
