@@ -125,14 +125,18 @@ class RealtimeSettings:
         read again per connection and per frame, it then costs what an attribute does."""
         if name not in DEFAULTS:
             raise AttributeError(f"Unknown REALTIME setting {name!r}.")
-        if self._cache is None:
-            self._cache = {**DEFAULTS, **self.user_settings}
-        value = self.__dict__[name] = self._cache[name]
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {**DEFAULTS, **self.user_settings}
+        value = cache[name]
+        if self._cache is cache:  # (not if REALTIME changed meanwhile, in another thread)
+            self.__dict__[name] = value
         return value
 
     def reload(self) -> None:
-        self.__dict__.clear()
-        self._cache = None
+        self._cache = None  # first: a read from now on builds from the new REALTIME
+        for name in [key for key in self.__dict__ if key != "_cache"]:
+            self.__dict__.pop(name, None)
 
 
 realtime_settings = RealtimeSettings()

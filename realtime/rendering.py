@@ -14,6 +14,7 @@ app's own ``default.html``, when it is what the lookup finds, is written by ``re
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -72,17 +73,32 @@ setting_changed.connect(_forget, dispatch_uid="realtime.rendering.forget")
 DEFAULT_TEMPLATE = str(Path(__file__).parent / "templates/realtime/messages/default.html")
 
 
+# The text of that template which ``render_default`` writes out (a changed file is rendered by
+# the engine until ``render_default`` follows it: tests/test_rendering.py).
+DEFAULT_TEMPLATE_SHA256 = "5e53d548cc225e9cb8f2429aa076058793251966dfe15847ccf23919abdc1268"
+
+
 def is_apps_default(template: Any) -> bool:
-    """``template`` is the app's own ``default.html`` (not a project's override), under
-    Django's engine with autoescaping: ``render_default`` writes what it would render."""
-    origin = getattr(template, "origin", None)
-    engine = getattr(getattr(template, "template", None), "engine", None)
-    return (
-        origin is not None
-        and engine is not None
-        and engine.autoescape
-        and origin.name == DEFAULT_TEMPLATE
-    )
+    """``template`` is the app's own ``default.html`` (not a project's override), as
+    ``render_default`` knows it, under Django's engine with autoescaping: ``render_default``
+    writes what it would render. Decided once per template object."""
+    known = getattr(template, "realtime_apps_default", None)
+    if known is None:
+        origin = getattr(template, "origin", None)
+        compiled = getattr(template, "template", None)
+        engine = getattr(compiled, "engine", None)
+        known = (
+            origin is not None
+            and engine is not None
+            and engine.autoescape
+            and origin.name == DEFAULT_TEMPLATE
+            and hashlib.sha256(compiled.source.encode()).hexdigest() == DEFAULT_TEMPLATE_SHA256
+        )
+        try:
+            template.realtime_apps_default = known
+        except AttributeError:  # (a backend's template object without a __dict__)
+            pass
+    return known
 
 
 def render_default(message: Any) -> str | None:

@@ -212,3 +212,16 @@ def test_a_projects_default_template_is_rendered_by_the_engine(settings, tmp_pat
     settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [], "OPTIONS": options}]
     assert not rendering.is_apps_default(rendering.template_for("plain"))
     assert "<dd><x></dd>" in rendering.render(message)
+
+
+def test_an_edited_apps_default_template_is_rendered_by_the_engine(monkeypatch):
+    """``render_default`` writes out one text of ``default.html``: any other text of that
+    file (an edit) is the engine's to render, until ``render_default`` follows it."""
+    from django.template import engines
+
+    template = engines["django"].get_template("realtime/messages/default.html")
+    assert rendering.is_apps_default(template)
+    monkeypatch.setattr(rendering, "DEFAULT_TEMPLATE_SHA256", "0" * 64)
+    fresh = engines["django"].get_template("realtime/messages/default.html")
+    fresh.__dict__.pop("realtime_apps_default", None)  # (the cached loader's same object)
+    assert not rendering.is_apps_default(fresh)
