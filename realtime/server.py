@@ -198,9 +198,10 @@ def limit_http_request_time(seconds: float) -> None:
 
     channel = head_deadline_channel()
     channel.head_seconds = seconds
+    generic = http._GenericHTTPChannelProtocol  # (read once: twisted.web.http is a module proxy)
 
     def protocol(self: Any) -> Any:  # Twisted's _genericHTTPChannelProtocolFactory, our channel
-        return http._GenericHTTPChannelProtocol(channel())
+        return generic(channel())
 
     __init__.__wrapped__ = original  # type: ignore[attr-defined]
     factory.__init__ = __init__
