@@ -216,23 +216,30 @@ class ReadGate:
 def forget_http_channel(protocol: Any) -> bool:
     """Let go of the HTTP channel that read the handshake. After the upgrade Twisted's
     transport still holds it as its registered producer, and with it the request, its headers,
-    its buffers and our head deadline's wrappers: about 5 KB for the connection's whole life
+    its buffers and its head deadline: about 5 KB for the connection's whole life
     (``bench/connection_profile.py``), and some 40 objects of cyclic garbage after it. As a
     producer it does nothing for a WebSocket: it pauses the socket only between HTTP requests,
     and the upgrade's request never ends. True when it was let go."""
-    from twisted.web.http import HTTPChannel
-
     transport = protocol.transport
     channel = getattr(transport, "producer", None)
-    if transport is None or not isinstance(channel, HTTPChannel):
+    if transport is None or not isinstance(channel, _http_channel()):
         return False
     transport.unregisterProducer()
     # Nothing calls the channel again (the transport's protocol is the WebSocket's): empty it,
-    # so that it and its request (which refer to each other, as do the head deadline's
-    # wrappers) go now, by reference counting, not in a later full collection.
+    # so that it and its request (which refer to each other) go now, by reference counting,
+    # not in a later full collection.
     channel.setTimeout(None)
     vars(channel).clear()
     return True
+
+
+@functools.cache
+def _http_channel() -> type:
+    """Twisted's ``HTTPChannel``, imported once: ``twisted.web.http`` is a deprecation proxy
+    whose every attribute read (three in a ``from … import``) runs Python code."""
+    from twisted.web.http import HTTPChannel
+
+    return HTTPChannel
 
 
 class Socket:
