@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -82,8 +81,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(Path(args.child), args.count, args.gap)))
         return
-    sys.path.insert(0, str(ROOT))
-    from realtime.embedded import EmbeddedRedis
+    sys.path.insert(0, str(BENCH))
+    from run import EmbeddedRedis, last_json
 
     roots = {"after": ROOT}
     if args.baseline:
@@ -104,15 +103,11 @@ def main() -> None:
                         SECRET_KEY="bench-" + os.urandom(24).hex(),
                         LOG_LEVEL="WARNING",
                     )
-                    out = subprocess.run(
+                    found = last_json(
                         [PY, __file__, "--child", str(roots[name]), "--count", str(args.count)]
                         + ["--gap", str(args.gap)],
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    ).stdout
-                    found = json.loads(out.strip().splitlines()[-1])
+                        env,
+                    )
                     results[name].append(found)
                     paced = found["paced"]
                     print(

@@ -316,16 +316,16 @@ class Bench:
         return result
 
 
-def scheduler_bench(env: dict) -> dict:
+def last_json(command: list[str], env: dict, cwd: Path = ROOT) -> dict:
+    """Run a bench script; the JSON object its last line of output prints."""
     out = subprocess.run(
-        [PY, str(BENCH / "scheduler_bench.py"), "--feeds", "1000"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
+        command, cwd=cwd, env=env, check=True, capture_output=True, text=True
     ).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def scheduler_bench(env: dict) -> dict:
+    result = last_json([PY, str(BENCH / "scheduler_bench.py"), "--feeds", "1000"], env)
     print(
         f"  scheduler: {result['feeds']} feeds, tick {result['tick_seconds']:.3f}s, "
         f"published {result['published']}",
