@@ -101,8 +101,9 @@ DEFAULTS: dict[str, Any] = {
     # tune_gc): start-up objects frozen out of collections, full collections paced.
     # False: nothing frozen or paced.
     "GC_TUNING": True,
-    # With GC_TUNING: at most one full collection every this many seconds (each still when
-    # Python's own rule calls for it). 0: Python's pace.
+    # With GC_TUNING: at most one full collection every this many seconds, and only once a
+    # connection closed since the last one or a minute passed (each still when Python's own
+    # rule calls for it). 0: Python's pace.
     "GC_FULL_INTERVAL": 3.0,
 }
 

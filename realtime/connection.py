@@ -25,6 +25,7 @@ from realtime.exceptions import InvalidMessage, TopicNotFound
 from realtime.models import Source
 from realtime.outbox import publish
 from realtime.protocol import ProtocolError
+from realtime.server import connection_closed
 from realtime.streams import TopicStreams
 
 logger = logging.getLogger("realtime.consumer")
@@ -312,6 +313,7 @@ class Connection:
         if self.closing:
             return
         self.closing = True
+        connection_closed()  # a full collection may free what it held (server.tune_gc)
         self.topics.close()
         self.hub.disconnected(self)
         if self.admitted_host is not None:

@@ -97,9 +97,10 @@ def tune_gc() -> None:
       tracked with a few thousand connections) are frozen out of collections, so a full
       collection scans only what connections hold;
     - full collections are paced (``PacedFullCollections``): at most one every
-      ``GC_FULL_INTERVAL`` seconds, each still when Python's own rule calls for it. A crowd
-      opening at once sets off one (early, over a small heap) instead of seven; in a steady
-      state, where Python's rule holds them off, nothing changes. The young collections keep
+      ``GC_FULL_INTERVAL`` seconds, and only once a connection closed since the last one (or
+      a minute passed), each still when Python's own rule calls for it. A crowd opening at
+      once sets off none instead of seven; in a steady state, where Python's rule holds
+      them off, nothing changes. The young collections keep
       Python's thresholds, so a closed connection's garbage goes as it would without, or
       within ``GC_FULL_INTERVAL`` seconds for what reached the old generation
       (``tests/test_closes.py``: RSS flat over a churn of 6,000 connections). A higher young
@@ -115,23 +116,50 @@ def tune_gc() -> None:
         PacedFullCollections(realtime_settings.GC_FULL_INTERVAL).install()
 
 
+_closed = 0  # connections closed in this process (``connection_closed``)
+
+
+def connection_closed() -> None:
+    """A connection closed: what it held may now be garbage in the old generation, which
+    only a full collection frees (``PacedFullCollections``)."""
+    global _closed
+    _closed += 1
+
+
+def connections_closed() -> int:
+    return _closed
+
+
 class PacedFullCollections:
-    """At most one full collection every ``interval`` seconds, each when Python calls for it.
+    """At most one full collection every ``interval`` seconds, each when Python calls for it,
+    and only once a connection closed since the last one (or ``max_wait`` seconds passed).
 
     Python collects the old generation once ten collections of the middle generation have
     passed since the last full one *and* the old generation grew by a quarter since. Between
     full collections this (a ``gc.callbacks`` hook) holds the first condition off with a
-    threshold Python never reaches; once ``interval`` seconds passed, Python's threshold is
-    back and its own rule decides. Nothing runs on a timer: the check rides on the middle
-    generation's collections.
+    threshold Python never reaches; once ``interval`` seconds passed and a connection closed
+    meanwhile, Python's threshold is back and its own rule decides. While connections only
+    open (a crowd after a restart) the old generation grows with objects all alive: a full
+    collection then walks all of them and frees nothing (one, 0.22 s, while 5,000 opened:
+    9 % of the opening, bench/notes.md), so it waits for a close, or ``max_wait`` for any
+    other old garbage. Nothing runs on a timer: the check rides on the middle generation's
+    collections.
     """
 
     HELD = 1 << 30  # the old generation's threshold while held: never reached
+    MAX_WAIT = 60.0  # seconds a full collection waits at most when no connection closed
 
-    def __init__(self, interval: float, clock: Any = time.monotonic):
-        self.interval, self.clock = interval, clock
+    def __init__(
+        self,
+        interval: float,
+        clock: Any = time.monotonic,
+        closed: Any = connections_closed,
+        max_wait: float = MAX_WAIT,
+    ):
+        self.interval, self.clock, self.closed, self.max_wait = interval, clock, closed, max_wait
         self.young, self.middle, self.old = gc.get_threshold()
         self.last_full = clock()
+        self.closed_at_full = closed()
         self.held = False
 
     def install(self) -> None:
@@ -164,10 +192,15 @@ class PacedFullCollections:
         generation = info["generation"]
         if generation == 2:  # Python's, or anyone's gc.collect()
             self.last_full = self.clock()
+            self.closed_at_full = self.closed()
             if not self.held:
                 self.hold()
-        elif generation == 1 and self.held and self.clock() - self.last_full >= self.interval:
-            self.release()
+        elif generation == 1 and self.held:
+            waited = self.clock() - self.last_full
+            if waited >= self.interval and (
+                self.closed() != self.closed_at_full or waited >= self.max_wait
+            ):
+                self.release()
 
 
 def limit_http_request_time(seconds: float) -> None:

@@ -269,6 +269,17 @@ async def test_publish_stores_and_answers_and_refuses_what_the_rule_refuses():
     assert missing.value.code == "not_found"
 
 
+async def test_a_released_connection_counts_once_as_closed_for_the_collector():
+    """``release`` tells ``server.PacedFullCollections`` that old garbage may exist now."""
+    from realtime.server import connections_closed
+
+    c = open_connection(MemoryTransport())
+    before = connections_closed()
+    c.release()
+    c.release()  # idempotent: counted once
+    assert connections_closed() == before + 1
+
+
 async def test_server_shutdown_ends_through_the_door_once():
     transport = MemoryTransport()
     c = open_connection(transport)

@@ -37,51 +37,89 @@ def thresholds():
         stray.install()
 
 
+class Closes:
+    """Connections closed, as ``realtime.server.connections_closed`` counts them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        return self.count
+
+
 def full_collections() -> int:
     return gc.get_stats()[2]["collections"]
 
 
-def test_a_full_collection_holds_the_next_for_the_interval(thresholds):
-    clock = Clock()
-    paced = PacedFullCollections(10, clock)
+MIDDLE = {"generation": 1, "collected": 0, "uncollectable": 0}
+
+
+def test_a_full_collection_holds_the_next_for_the_interval_and_a_close(thresholds):
+    clock, closes = Clock(), Closes()
+    paced = PacedFullCollections(10, clock, closes)
     paced.install()
     assert paced in gc.callbacks
     assert gc.get_threshold() == (*thresholds[:2], PacedFullCollections.HELD)
+    closes.count += 1
     clock.now += 9.9
-    paced("stop", {"generation": 1, "collected": 0, "uncollectable": 0})
+    paced("stop", MIDDLE)
     assert paced.held  # not yet
     paced("stop", {"generation": 0, "collected": 0, "uncollectable": 0})
     clock.now += 0.1
-    paced("start", {"generation": 1, "collected": 0, "uncollectable": 0})
+    paced("start", MIDDLE)
     assert paced.held  # only a collection's end is looked at
-    paced("stop", {"generation": 1, "collected": 0, "uncollectable": 0})
+    paced("stop", MIDDLE)
     assert not paced.held and gc.get_threshold() == thresholds  # Python's rule again
     clock.now += 30
     paced("stop", {"generation": 2, "collected": 5, "uncollectable": 0})
     assert paced.held and paced.last_full == clock.now
+    clock.now += 30  # the interval passed, but nothing closed since: held
+    paced("stop", MIDDLE)
+    assert paced.held
+    closes.count += 1
+    paced("stop", MIDDLE)
+    assert not paced.held
     paced.uninstall()
     assert paced not in gc.callbacks and gc.get_threshold() == thresholds
 
 
+def test_without_a_close_a_full_collection_waits_at_most_max_wait(thresholds):
+    clock = Clock()
+    paced = PacedFullCollections(3, clock, Closes())
+    paced.install()
+    clock.now += PacedFullCollections.MAX_WAIT - 0.1
+    paced("stop", MIDDLE)
+    assert paced.held
+    clock.now += 0.1
+    paced("stop", MIDDLE)
+    assert not paced.held
+    paced.uninstall()
+
+
 def test_while_held_a_growing_heap_sets_off_no_full_collection(thresholds):
     """Real collections: with small thresholds a growing heap would set off many full
-    collections; held, none until the interval passed, then Python's own rule collects."""
+    collections; held, none until the interval passed and a connection closed (a heap that
+    only grows holds no old garbage), then Python's own rule collects."""
     gc.set_threshold(100, 2, 2)
-    clock = Clock()
-    paced = PacedFullCollections(10, clock)
+    clock, closes = Clock(), Closes()
+    paced = PacedFullCollections(10, clock, closes)
     paced.install()
     kept, before = [], full_collections()
-    for _ in range(20_000):  # objects the collector tracks, each in a cycle, all kept
-        node: list = []
-        node.append(node)
-        kept.append(node)
+
+    def grow(n: int) -> None:
+        for _ in range(n):  # objects the collector tracks, each in a cycle, all kept
+            node: list = []
+            node.append(node)
+            kept.append(node)
+
+    grow(20_000)
     assert full_collections() == before
     assert gc.get_count()[2] > 2  # Python would have collected many times by now
     clock.now += 10
-    for _ in range(2_000):
-        node = []
-        node.append(node)
-        kept.append(node)
+    grow(20_000)
+    assert full_collections() == before  # the interval passed, but nothing closed
+    closes.count += 1
+    grow(2_000)
     assert full_collections() == before + 1  # once, then held again
     assert paced.held and paced.last_full == clock.now
     paced.uninstall()
@@ -90,8 +128,8 @@ def test_while_held_a_growing_heap_sets_off_no_full_collection(thresholds):
 
 def test_garbage_a_full_collection_would_free_is_freed_once_the_interval_passed(thresholds):
     gc.set_threshold(100, 2, 2)
-    clock = Clock()
-    paced = PacedFullCollections(5, clock)
+    clock, closes = Clock(), Closes()
+    paced = PacedFullCollections(5, clock, closes)
     paced.install()
     gc.collect(1)  # what exists now is old: its garbage only a full collection frees
     clock.now += 1  # the full collection above is paced from here
@@ -103,7 +141,8 @@ def test_garbage_a_full_collection_would_free_is_freed_once_the_interval_passed(
     gc.collect(1)
     gc.collect(1)  # the cycles are in the old generation now
     collected_before = gc.get_stats()[2]["collected"]
-    del kept  # 5,000 cycles of garbage in the old generation
+    del kept  # 5,000 cycles of garbage in the old generation: a connection closed
+    closes.count += 1
     clock.now += 5
     for _ in range(3_000):  # the young collections this sets off release, then collect
         node = []
