@@ -54,6 +54,11 @@ def full_collections() -> int:
 MIDDLE = {"generation": 1, "collected": 0, "uncollectable": 0}
 
 
+def released_at_a_middle_collection(paced: PacedFullCollections) -> bool:
+    paced("stop", MIDDLE)
+    return not paced.held
+
+
 def test_a_full_collection_holds_the_next_for_the_interval_and_a_close(thresholds):
     clock, closes = Clock(), Closes()
     paced = PacedFullCollections(10, clock, closes)
@@ -74,11 +79,9 @@ def test_a_full_collection_holds_the_next_for_the_interval_and_a_close(threshold
     paced("stop", {"generation": 2, "collected": 5, "uncollectable": 0})
     assert paced.held and paced.last_full == clock.now
     clock.now += 30  # the interval passed, but nothing closed since: held
-    paced("stop", MIDDLE)
-    assert paced.held
+    assert not released_at_a_middle_collection(paced)
     closes.count += 1
-    paced("stop", MIDDLE)
-    assert not paced.held
+    assert released_at_a_middle_collection(paced)
     paced.uninstall()
     assert paced not in gc.callbacks and gc.get_threshold() == thresholds
 
@@ -88,11 +91,9 @@ def test_without_a_close_a_full_collection_waits_at_most_max_wait(thresholds):
     paced = PacedFullCollections(3, clock, Closes())
     paced.install()
     clock.now += PacedFullCollections.MAX_WAIT - 0.1
-    paced("stop", MIDDLE)
-    assert paced.held
+    assert not released_at_a_middle_collection(paced)
     clock.now += 0.1
-    paced("stop", MIDDLE)
-    assert not paced.held
+    assert released_at_a_middle_collection(paced)
     paced.uninstall()
 
 
