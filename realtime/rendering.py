@@ -69,12 +69,10 @@ def _forget(setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_forget, dispatch_uid="realtime.rendering.forget")
 
 
-# The app's own default template, and the Python that writes what it renders.
+# The app's own default template, and the text of it that ``render_default`` writes out (a
+# changed file is rendered by the engine until ``render_default`` follows it:
+# tests/test_rendering.py).
 DEFAULT_TEMPLATE = str(Path(__file__).parent / "templates/realtime/messages/default.html")
-
-
-# The text of that template which ``render_default`` writes out (a changed file is rendered by
-# the engine until ``render_default`` follows it: tests/test_rendering.py).
 DEFAULT_TEMPLATE_SHA256 = "5e53d548cc225e9cb8f2429aa076058793251966dfe15847ccf23919abdc1268"
 
 
@@ -108,7 +106,9 @@ def render_default(message: Any) -> str | None:
     template reads otherwise than it looks (a mapping with an ``items`` key, which
     ``data.items`` would look up; keys that are not strings, which it would localize), and
     for a message without a time."""
-    data = message.data
+    when, data = message.created_at, message.data
+    if not isinstance(when, datetime):
+        return None
     e = conditional_escape
     if isinstance(data, dict):
         if "items" in data or not all(isinstance(k, str) for k in data):
@@ -117,9 +117,6 @@ def render_default(message: Any) -> str | None:
         body = f'\n  \n  <dl class="fields">{rows}\n  </dl>\n  \n'
     else:
         body = f'\n  \n  <p class="text">{e(data_text(data))}</p>\n  \n'
-    when = message.created_at
-    if not isinstance(when, datetime):
-        return None
     when = template_localtime(when)  # as the date filter reads it; "c" is its isoformat()
     return (
         f'<article class="message message-default">{body}  <footer class="meta">'
